@@ -1,1 +1,7 @@
+//! Black-box tests of crmsync against a real Postgres cluster and moto (one of each per test run,
+//! started by `crmsync-testkit`). One test binary for all of them keeps link time down.
 
+mod common;
+mod limiter;
+mod secrets;
+mod store;

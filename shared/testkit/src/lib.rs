@@ -1,1 +1,317 @@
-//! placeholder
+//! Test harness of crmsync: real servers for tests, started once per test process.
+//!
+//! * [`postgres`] starts a throwaway PostgreSQL cluster (through the `postgres` OS user when the tests run
+//!   as root, since `initdb` refuses root) and hands out one fresh database per test.
+//! * [`moto`] starts a `moto_server` that emulates DynamoDB and Secrets Manager.
+//!
+//! Both listen on free loopback ports. A watchdog process stops them and removes their files when the
+//! test process exits, however it exits (even `SIGKILL`). A test that needs a server that cannot be
+//! started panics with a sentence that says what to install.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tokio::sync::OnceCell;
+
+const INSTALL_POSTGRES: &str = "PostgreSQL server binaries (initdb, pg_ctl) are needed by this test: \
+     install them with `apt-get install -y postgresql`, or run `make test`, which does";
+const INSTALL_MOTO: &str = "moto_server is needed by this test: install it with \
+     `pip install 'moto[server]'`, or run `make test`, which does";
+
+/// A PostgreSQL cluster that lives as long as the test process.
+#[derive(Debug)]
+pub struct PgCluster {
+    port: u16,
+    dir: PathBuf,
+}
+
+/// A database of its own for one test, with migrations not yet applied.
+#[derive(Debug, Clone)]
+pub struct TestDb {
+    pub name: String,
+    /// A `postgres://` URL for the cluster's superuser, connected to this database.
+    pub url: String,
+}
+
+impl PgCluster {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The superuser URL of database `db`.
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// The server's data directory (it also holds the Unix socket and `server.log`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates an empty database with a unique name.
+    pub async fn fresh_database(&self) -> TestDb {
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let client = connect(&self.url("postgres")).await;
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name} failed: {e}"));
+        TestDb {
+            url: self.url(&name),
+            name,
+        }
+    }
+}
+
+/// Connects with no TLS (the cluster is local) and drives the connection in the background.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test Postgres at {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+static POSTGRES: OnceCell<PgCluster> = OnceCell::const_new();
+
+/// The process-wide PostgreSQL cluster, started on first use.
+pub async fn postgres() -> &'static PgCluster {
+    POSTGRES
+        .get_or_init(|| async {
+            tokio::task::spawn_blocking(start_postgres)
+                .await
+                .unwrap_or_else(|e| panic!("starting Postgres panicked: {e}"))
+        })
+        .await
+}
+
+/// A `moto_server` that lives as long as the test process.
+#[derive(Debug)]
+pub struct Moto {
+    port: u16,
+}
+
+impl Moto {
+    /// The endpoint to give the AWS SDK (`endpoint_url`).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+static MOTO: OnceCell<Moto> = OnceCell::const_new();
+
+/// The process-wide moto server, started on first use.
+pub async fn moto() -> &'static Moto {
+    MOTO.get_or_init(|| async {
+        tokio::task::spawn_blocking(start_moto)
+            .await
+            .unwrap_or_else(|e| panic!("starting moto panicked: {e}"))
+    })
+    .await
+}
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; the listener is closed before returning).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("cannot find a free port on 127.0.0.1: {e}"))
+}
+
+fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Finds a Postgres server binary: on PATH, or in Debian's versioned directory.
+fn pg_binary(name: &str) -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin").join(name)))
+        .filter(|p| p.is_file())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+/// Runs a Postgres tool, as the `postgres` OS user when we are root.
+fn pg_command(root: bool, binary: &Path) -> Command {
+    if root {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(binary);
+        cmd
+    } else {
+        Command::new(binary)
+    }
+}
+
+fn start_postgres() -> PgCluster {
+    let initdb = pg_binary("initdb").unwrap_or_else(|| panic!("{INSTALL_POSTGRES}"));
+    let pg_ctl = pg_binary("pg_ctl").unwrap_or_else(|| panic!("{INSTALL_POSTGRES}"));
+    let root = is_root();
+
+    let dir = std::env::temp_dir().join(format!(
+        "crmsync-pg-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    if root {
+        let status = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            panic!(
+                "cannot hand {} to the `postgres` OS user (initdb refuses to run as root); \
+                 {INSTALL_POSTGRES}",
+                dir.display()
+            );
+        }
+    }
+    let data = dir.join("data");
+
+    let out = pg_command(root, &initdb)
+        .args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "-D",
+        ])
+        .arg(&data)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run initdb: {e}; {INSTALL_POSTGRES}"));
+    if !out.status.success() {
+        panic!(
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // A port can be taken between choosing and binding: try a few.
+    for _ in 0..5 {
+        let port = free_port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
+             -c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB",
+            dir.display()
+        );
+        let status = pg_command(root, &pg_ctl)
+            .args(["-w", "-t", "30", "-D"])
+            .arg(&data)
+            .args(["-o", &options, "-l"])
+            .arg(dir.join("server.log"))
+            .arg("start")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run pg_ctl: {e}; {INSTALL_POSTGRES}"));
+        if status.success() && wait_for_port(port, Duration::from_secs(10)) {
+            let stop = format!(
+                "{} -D '{}' stop -m immediate >/dev/null 2>&1",
+                pg_ctl.display(),
+                data.display()
+            );
+            let stop = if root {
+                format!("runuser -u postgres -- {stop}")
+            } else {
+                stop
+            };
+            watchdog(&format!("{stop}; rm -rf '{}'", dir.display()));
+            return PgCluster { port, dir };
+        }
+    }
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    panic!("Postgres did not start; its log says:\n{log}");
+}
+
+fn start_moto() -> Moto {
+    for _ in 0..5 {
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => panic!("cannot run moto_server ({e}); {INSTALL_MOTO}"),
+        };
+        watchdog(&format!("kill {} 2>/dev/null", child.id()));
+        if wait_for_port(port, Duration::from_secs(30)) {
+            // The watchdog owns the child from here on.
+            std::mem::forget(child);
+            return Moto { port };
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("moto_server did not start listening; {INSTALL_MOTO}");
+}
+
+/// Runs `cleanup` (a shell command) once this process has exited. The watchdog is its own process group,
+/// so a Ctrl-C to the test run does not take it down before it has cleaned up.
+fn watchdog(cleanup: &str) {
+    use std::os::unix::process::CommandExt;
+    static SPAWN_LOCK: OnceLock<std::sync::Mutex<()>> = OnceLock::new();
+    let _guard = SPAWN_LOCK.get_or_init(Default::default).lock();
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {cleanup}",
+        pid = std::process::id()
+    );
+    let spawned = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn();
+    if let Err(e) = spawned {
+        panic!("cannot start the clean-up watchdog (sh): {e}");
+    }
+}

@@ -1,0 +1,401 @@
+//! Phone numbers, always stored and compared in E.164.
+
+use std::fmt;
+use std::str::FromStr;
+
+use phonenumber::country::Id;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Longest raw input handed to the phone parser. Real numbers with formatting and an extension
+/// fit easily; longer strings are junk (and keep the parser's work bounded).
+const MAX_RAW_LEN: usize = 64;
+
+/// The region used to read numbers written without a country code (`"(415) 555-0123"` is a US
+/// number only if the default region is US). ISO 3166-1 alpha-2; defaults to US.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Region(Id);
+
+impl Region {
+    pub const US: Region = Region(Id::US);
+    pub const AU: Region = Region(Id::AU);
+    pub const GB: Region = Region(Id::GB);
+    pub const CA: Region = Region(Id::CA);
+    pub const NZ: Region = Region(Id::NZ);
+
+    pub const fn new(id: Id) -> Self {
+        Region(id)
+    }
+
+    pub fn id(self) -> Id {
+        self.0
+    }
+
+    /// The two-letter code, upper case (`"US"`).
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref()
+    }
+}
+
+impl From<Id> for Region {
+    fn from(id: Id) -> Self {
+        Region(id)
+    }
+}
+
+impl Default for Region {
+    fn default() -> Self {
+        Region::US
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that is not an ISO 3166-1 alpha-2 region known to the phone-number metadata.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown phone region {0:?}: expected an ISO 3166-1 alpha-2 code such as \"US\", \"AU\" or \"GB\""
+)]
+pub struct UnknownRegion(pub String);
+
+impl FromStr for Region {
+    type Err = UnknownRegion;
+
+    /// Case-insensitive, surrounding whitespace ignored: `"US"`, `"au"`, `" gb "`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let code = s.trim();
+        if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(UnknownRegion(crate::json::shorten(s, 20)));
+        }
+        Id::from_str(&code.to_ascii_uppercase())
+            .map(Region)
+            .map_err(|_| UnknownRegion(code.to_owned()))
+    }
+}
+
+impl Serialize for Region {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Region {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why a string is not a usable phone number. The reason never repeats the input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    #[error("phone number is empty")]
+    Empty,
+    #[error("invalid phone number: {0}")]
+    Invalid(String),
+}
+
+/// A valid phone number in E.164 (`"+14155550123"`). The only ways to build one are
+/// [`PhoneNumber::parse`] and the strict [`PhoneNumber::from_e164`] (also used by
+/// `Deserialize` and `FromStr`), so holding one means the number is valid.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    /// Reads a phone number in any common written form and returns it in E.164.
+    ///
+    /// Numbers without a country code are read in `default_region`. Punctuation, a `tel:` URI
+    /// form and extensions (`x12`, `ext. 12`, `;ext=12`) are accepted; extensions are dropped.
+    /// Empty input is [`PhoneError::Empty`]; anything that is not a valid number for its region
+    /// (letters only, too short, unassigned ranges) is [`PhoneError::Invalid`].
+    pub fn parse(raw: &str, default_region: Region) -> Result<PhoneNumber, PhoneError> {
+        let s = raw.trim();
+        if s.is_empty() {
+            return Err(PhoneError::Empty);
+        }
+        if s.chars().count() > MAX_RAW_LEN {
+            return Err(PhoneError::Invalid(format!(
+                "longer than {MAX_RAW_LEN} characters"
+            )));
+        }
+        let digits = s.chars().filter(char::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(PhoneError::Invalid("no digits".into()));
+        }
+        if digits < 5 {
+            return Err(PhoneError::Invalid("too short".into()));
+        }
+        if s.chars().any(char::is_control) {
+            return Err(PhoneError::Invalid("control characters".into()));
+        }
+        // The parser has had panics on malformed input in the past (rust-phonenumber #32, #43,
+        // both fixed); input from CRMs is untrusted, so a panic there must not take down a sync.
+        let parsed = std::panic::catch_unwind(|| {
+            let number = phonenumber::parse(Some(default_region.0), s)
+                .map_err(|e| PhoneError::Invalid(e.to_string()))?;
+            if !phonenumber::is_valid(&number) {
+                return Err(PhoneError::Invalid(
+                    "not a valid number for its region".into(),
+                ));
+            }
+            Ok(format!("+{}{}", number.code().value(), number.national()))
+        })
+        .unwrap_or_else(|_| Err(PhoneError::Invalid("unparseable".into())))?;
+        Ok(PhoneNumber(parsed))
+    }
+
+    /// Accepts only a number already in canonical E.164 (`+` then digits, exactly as
+    /// [`PhoneNumber::parse`] would render it) that is valid.
+    pub fn from_e164(s: &str) -> Result<PhoneNumber, PhoneError> {
+        if s.is_empty() {
+            return Err(PhoneError::Empty);
+        }
+        let well_formed = s.len() <= 16
+            && s.len() >= 4
+            && s.starts_with('+')
+            && s[1..].bytes().all(|b| b.is_ascii_digit());
+        if !well_formed {
+            return Err(PhoneError::Invalid(
+                "not in E.164 form (+ and up to 15 digits)".into(),
+            ));
+        }
+        // Any region: the leading + makes the default region irrelevant.
+        let parsed = PhoneNumber::parse(s, Region::default())?;
+        if parsed.0 != s {
+            return Err(PhoneError::Invalid("not in canonical E.164 form".into()));
+        }
+        Ok(parsed)
+    }
+
+    /// The E.164 string, e.g. `"+14155550123"`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+
+    /// The region the number belongs to (`+1415…` is US, `+61…` is AU), when the metadata
+    /// names one; non-geographic numbers have none.
+    pub fn region(&self) -> Option<Region> {
+        std::panic::catch_unwind(|| phonenumber::parse(None, &self.0).ok()?.country().id())
+            .ok()
+            .flatten()
+            .map(Region)
+    }
+
+    /// Whether `raw` (in any written form) denotes this number. `raw` is read in this number's
+    /// own region, so a local form of the same number matches.
+    pub fn matches(&self, raw: &str) -> bool {
+        let region = self.region().unwrap_or_default();
+        PhoneNumber::parse(raw, region).is_ok_and(|p| p == *self)
+    }
+}
+
+impl fmt::Display for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for PhoneNumber {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for PhoneNumber {
+    type Err = PhoneError;
+
+    /// Strict: same as [`PhoneNumber::from_e164`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PhoneNumber::from_e164(s)
+    }
+}
+
+impl From<PhoneNumber> for String {
+    fn from(p: PhoneNumber) -> String {
+        p.0
+    }
+}
+
+impl Serialize for PhoneNumber {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for PhoneNumber {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        PhoneNumber::from_e164(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn us(s: &str) -> Result<String, PhoneError> {
+        PhoneNumber::parse(s, Region::US).map(PhoneNumber::into_string)
+    }
+
+    fn au(s: &str) -> Result<String, PhoneError> {
+        PhoneNumber::parse(s, Region::AU).map(PhoneNumber::into_string)
+    }
+
+    #[test]
+    fn us_local_formats_become_e164() {
+        for raw in [
+            "(415) 555-0123",
+            "415-555-0123",
+            "415.555.0123",
+            "4155550123",
+            "1 415 555 0123",
+            "+1 (415) 555-0123",
+            "+14155550123",
+            "  +1-415-555-0123  ",
+            "tel:+1-415-555-0123",
+            "(415) 555-0123 ext. 45",
+            "415-555-0123 x12",
+        ] {
+            assert_eq!(us(raw).as_deref(), Ok("+14155550123"), "{raw}");
+        }
+    }
+
+    #[test]
+    fn au_local_formats_become_e164() {
+        assert_eq!(au("0412 345 678").as_deref(), Ok("+61412345678"));
+        assert_eq!(au("(02) 9876 5432").as_deref(), Ok("+61298765432"));
+        assert_eq!(au("+61 412 345 678").as_deref(), Ok("+61412345678"));
+        // An explicit country code wins over the default region.
+        assert_eq!(au("+1 415 555 0123").as_deref(), Ok("+14155550123"));
+        assert_eq!(us("+44 20 7946 0958").as_deref(), Ok("+442079460958"));
+    }
+
+    #[test]
+    fn region_matters_for_local_numbers() {
+        // An AU mobile read as a US number is not valid.
+        assert!(matches!(us("0412 345 678"), Err(PhoneError::Invalid(_))));
+    }
+
+    #[test]
+    fn rejects_empty_letters_short_and_invalid() {
+        assert_eq!(us(""), Err(PhoneError::Empty));
+        assert_eq!(us("   "), Err(PhoneError::Empty));
+        assert_eq!(
+            us("call me maybe"),
+            Err(PhoneError::Invalid("no digits".into()))
+        );
+        assert_eq!(us("12"), Err(PhoneError::Invalid("too short".into())));
+        assert!(matches!(us("555-0123"), Err(PhoneError::Invalid(_))));
+        assert!(matches!(us("000-000-0000"), Err(PhoneError::Invalid(_))));
+        assert!(matches!(us("+999 1234 5678"), Err(PhoneError::Invalid(_))));
+        assert!(matches!(
+            us("123456789012345678901"),
+            Err(PhoneError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn invalid_reason_never_repeats_long_input() {
+        let raw = format!("{}{}", "4".repeat(10), "z".repeat(500));
+        match us(&raw) {
+            Err(PhoneError::Invalid(reason)) => assert!(reason.len() < 60, "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn serde_is_the_plain_string_and_deserialize_is_strict() {
+        let p = PhoneNumber::parse("(415) 555-0123", Region::US).unwrap();
+        assert_eq!(serde_json::to_string(&p).unwrap(), "\"+14155550123\"");
+        let back: PhoneNumber = serde_json::from_str("\"+14155550123\"").unwrap();
+        assert_eq!(back, p);
+        for bad in [
+            "\"(415) 555-0123\"",
+            "\"+1 415 555 0123\"",
+            "\"14155550123\"",
+            "\"\"",
+            "\"+10000000000\"",
+            "14155550123",
+        ] {
+            assert!(serde_json::from_str::<PhoneNumber>(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            "+61412345678".parse::<PhoneNumber>().unwrap().as_str(),
+            "+61412345678"
+        );
+    }
+
+    #[test]
+    fn region_parses_iso_codes_and_displays_upper_case() {
+        assert_eq!("US".parse::<Region>(), Ok(Region::US));
+        assert_eq!("au".parse::<Region>(), Ok(Region::AU));
+        assert_eq!(" GB ".parse::<Region>(), Ok(Region::GB));
+        assert_eq!(Region::default(), Region::US);
+        assert_eq!(Region::AU.to_string(), "AU");
+        assert!("USA".parse::<Region>().is_err());
+        assert!("ZZ".parse::<Region>().is_err());
+        assert!("".parse::<Region>().is_err());
+        assert_eq!(serde_json::to_string(&Region::AU).unwrap(), "\"AU\"");
+        assert_eq!(
+            serde_json::from_str::<Region>("\"nz\"").unwrap(),
+            Region::NZ
+        );
+    }
+
+    #[test]
+    fn number_knows_its_region_and_matches_local_forms() {
+        let p = PhoneNumber::parse("0412 345 678", Region::AU).unwrap();
+        assert_eq!(p.region(), Some(Region::AU));
+        assert!(p.matches("0412345678"));
+        assert!(p.matches("+61 412 345 678"));
+        assert!(!p.matches("0412 345 679"));
+        let us_number = PhoneNumber::parse("+14155550123", Region::AU).unwrap();
+        assert_eq!(us_number.region(), Some(Region::US));
+        assert!(us_number.matches("(415) 555-0123"));
+    }
+
+    /// A small deterministic fuzz: random strings over the characters phone numbers and junk are
+    /// made of must never panic and must only ever produce canonical E.164.
+    #[test]
+    fn parse_never_panics_on_junk() {
+        const ALPHABET: &[char] = &[
+            '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '+', '+', '(', ')', '-', ' ', '.',
+            '#', '*', 'x', 'e', 't', ':', ';', '=', '/', 'a', 'Z', 'é', '０', '١', '\u{200b}',
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let regions = [
+            Region::US,
+            Region::AU,
+            Region::GB,
+            Region::new(Id::CH),
+            Region::new(Id::IT),
+        ];
+        for _ in 0..20_000 {
+            let len = (next() % 24) as usize;
+            let s: String = (0..len)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
+                .collect();
+            let region = regions[(next() % regions.len() as u64) as usize];
+            if let Ok(p) = PhoneNumber::parse(&s, region) {
+                assert!(p.as_str().starts_with('+'));
+                assert_eq!(PhoneNumber::from_e164(p.as_str()).as_ref(), Ok(&p), "{s:?}");
+            }
+        }
+        // Known historical panic inputs of the parser.
+        let _ = PhoneNumber::parse("003-836-4618x3001", Region::new(Id::CH));
+        let _ = PhoneNumber::parse("  2 22#:", Region::US);
+    }
+}

@@ -1,0 +1,73 @@
+//! Helpers shared by the integration tests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept};
+use aws_sdk_dynamodb::error::BoxError;
+use chrono::{DateTime, Utc};
+use crmsync_adapters::store::Store;
+use crmsync_domain::{Contact, PhoneNumber, Provider, Region};
+
+/// A migrated database of its own, and a store on it.
+pub async fn migrated_store() -> (crmsync_testkit::TestDb, Store) {
+    let db = crmsync_testkit::postgres().await.fresh_database().await;
+    let store = Store::connect(&db.url, 8).expect("store");
+    store.migrate().await.expect("migrations apply");
+    (db, store)
+}
+
+/// The AWS SDK configuration for the test run's moto server.
+pub async fn moto_config() -> aws_config::SdkConfig {
+    let moto = crmsync_testkit::moto().await;
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(moto.endpoint())
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "static",
+        ))
+        .load()
+        .await
+}
+
+/// Counts the operations an SDK client sends (one per call, whatever the service).
+#[derive(Debug, Default, Clone)]
+pub struct CallCounter(pub Arc<AtomicUsize>);
+
+impl CallCounter {
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+pub fn phone(raw: &str) -> PhoneNumber {
+    PhoneNumber::parse(raw, Region::default()).expect("test phone parses")
+}
+
+pub fn contact(name: &str, raw_phone: &str, updated: Option<DateTime<Utc>>) -> Contact {
+    Contact {
+        external_id: Some(format!("ext-{name}")),
+        name: name.to_owned(),
+        email: Some(format!("{}@example.com", name.to_lowercase())),
+        phone: phone(raw_phone),
+        notes: None,
+        updated_at: updated,
+        source: Provider::FollowUpBoss,
+    }
+}

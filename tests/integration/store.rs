@@ -1,0 +1,319 @@
+//! The Postgres store: migrations, batch upsert by phone, Row Level Security, sealed credentials.
+
+use chrono::{TimeZone, Utc};
+use crmsync_adapters::store::AuthType;
+use crmsync_adapters::vault::{Credentials, Vault};
+use crmsync_domain::Provider;
+use uuid::Uuid;
+
+use crate::common::{contact, migrated_store};
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
+    let (db, store) = migrated_store().await;
+    let again = crmsync_adapters::store::Store::connect(&db.url, 2).unwrap();
+    let (a, b) = tokio::join!(store.migrate(), again.migrate());
+    a.unwrap();
+    b.unwrap();
+    let client = crmsync_testkit::connect(&db.url).await;
+    let tables: Vec<String> = client
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND rowsecurity ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        tables,
+        [
+            "contacts",
+            "crm_integrations",
+            "crm_sync_logs",
+            "lead_events",
+            "push_deliveries"
+        ],
+        "every table exists with Row Level Security on"
+    );
+}
+
+#[tokio::test]
+async fn upsert_inserts_then_writes_only_what_changed() {
+    let (_db, store) = migrated_store().await;
+    let owner = Uuid::new_v4();
+    let batch = vec![
+        contact("Ann", "+1 415 555 0101", None),
+        contact("Bob", "(415) 555-0102", None),
+        contact("Cy", "415.555.0103", None),
+    ];
+    let first = store.upsert_contacts(owner, batch.clone()).await.unwrap();
+    assert_eq!((first.inserted, first.updated, first.unchanged), (3, 0, 0));
+
+    let again = store.upsert_contacts(owner, batch.clone()).await.unwrap();
+    assert_eq!(again.upserted(), 0, "an unchanged batch writes nothing");
+    assert_eq!(again.unchanged, 3);
+
+    let mut changed = batch;
+    changed[1].name = "Robert".into();
+    let third = store.upsert_contacts(owner, changed).await.unwrap();
+    assert_eq!((third.inserted, third.updated, third.unchanged), (0, 1, 2));
+
+    let rows = store.list_contacts(owner).await.unwrap();
+    let names: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.phone_number.as_str(), r.name.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("+14155550101", "Ann"),
+            ("+14155550102", "Robert"),
+            ("+14155550103", "Cy")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn duplicate_phones_in_one_batch_keep_the_latest_record() {
+    let (_db, store) = migrated_store().await;
+    let owner = Uuid::new_v4();
+    let older = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let newer = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap();
+    // The same number written three ways; the newest record is in the middle.
+    let batch = vec![
+        contact("Old Name", "+1 (415) 555-0199", Some(older)),
+        contact("New Name", "4155550199", Some(newer)),
+        contact("Undated", "+14155550199", None),
+        contact("Other", "+1 415 555 0100", Some(older)),
+    ];
+    let report = store.upsert_contacts(owner, batch).await.unwrap();
+    assert_eq!(report.duplicates_in_batch, 2);
+    assert_eq!(report.inserted, 2);
+    let rows = store.list_contacts(owner).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    let dup = rows
+        .iter()
+        .find(|r| r.phone_number == "+14155550199")
+        .unwrap();
+    assert_eq!(dup.name, "New Name");
+    assert_eq!(dup.source_updated_at, Some(newer));
+}
+
+#[tokio::test]
+async fn a_record_without_email_keeps_the_stored_one() {
+    let (_db, store) = migrated_store().await;
+    let owner = Uuid::new_v4();
+    store
+        .upsert_contacts(owner, vec![contact("Ann", "+14155550101", None)])
+        .await
+        .unwrap();
+    let mut no_email = contact("Ann B", "+14155550101", None);
+    no_email.email = None;
+    let report = store.upsert_contacts(owner, vec![no_email]).await.unwrap();
+    assert_eq!(report.updated, 1);
+    let rows = store.list_contacts(owner).await.unwrap();
+    assert_eq!(rows[0].name, "Ann B");
+    assert_eq!(rows[0].email.as_deref(), Some("ann@example.com"));
+}
+
+#[tokio::test]
+async fn a_large_batch_is_one_upsert() {
+    let (_db, store) = migrated_store().await;
+    let owner = Uuid::new_v4();
+    let batch: Vec<_> = (0..5_000)
+        .map(|i| {
+            contact(
+                &format!("P{i}"),
+                &format!("+1415{:07}", 2_000_000 + i),
+                None,
+            )
+        })
+        .collect();
+    let report = store.upsert_contacts(owner, batch).await.unwrap();
+    assert_eq!(report.inserted, 5_000);
+    assert_eq!(store.list_contacts(owner).await.unwrap().len(), 5_000);
+}
+
+#[tokio::test]
+async fn row_level_security_keeps_users_apart() {
+    let (db, store) = migrated_store().await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    // The same phone for both users: two rows, one each.
+    store
+        .upsert_contacts(alice, vec![contact("Alice's", "+14155550101", None)])
+        .await
+        .unwrap();
+    store
+        .upsert_contacts(
+            bob,
+            vec![
+                contact("Bob's", "+14155550101", None),
+                contact("B2", "+14155550102", None),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.list_contacts(alice).await.unwrap().len(), 1);
+    assert_eq!(store.list_contacts(bob).await.unwrap().len(), 2);
+    assert_eq!(store.list_contacts(Uuid::new_v4()).await.unwrap().len(), 0);
+
+    // Through a login role that is neither superuser nor table owner, as a deployed app connects.
+    let admin = crmsync_testkit::connect(&db.url).await;
+    let role = format!("probe_{}", Uuid::new_v4().simple());
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT crmsync_app TO {role}"
+        ))
+        .await
+        .unwrap();
+    let url = db
+        .url
+        .replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+    let probe = crmsync_testkit::connect(&url).await;
+    let is_super: bool = probe
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!is_super);
+    probe.batch_execute("SET ROLE crmsync_app").await.unwrap();
+
+    let count = |user: Option<Uuid>| {
+        let probe = &probe;
+        async move {
+            let setting = user.map(|u| u.to_string()).unwrap_or_default();
+            probe
+                .execute(
+                    "SELECT set_config('crmsync.user_id', $1, false)",
+                    &[&setting],
+                )
+                .await
+                .unwrap();
+            let n: i64 = probe
+                .query_one("SELECT count(*) FROM contacts", &[])
+                .await
+                .unwrap()
+                .get(0);
+            n
+        }
+    };
+    assert_eq!(count(Some(alice)).await, 1);
+    assert_eq!(count(Some(bob)).await, 2);
+    assert_eq!(count(None).await, 0, "no user set: no rows");
+
+    // Alice cannot write a row owned by Bob, nor change or delete Bob's rows.
+    probe
+        .execute(
+            "SELECT set_config('crmsync.user_id', $1, false)",
+            &[&alice.to_string()],
+        )
+        .await
+        .unwrap();
+    let err = probe
+        .execute(
+            "INSERT INTO contacts (owner_id, name, phone_number) VALUES ($1, 'x', '+14155550109')",
+            &[&bob],
+        )
+        .await
+        .unwrap_err();
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_owned())
+        .unwrap_or_default();
+    assert!(message.contains("row-level security"), "{err:?}");
+    let changed = probe
+        .execute(
+            "UPDATE contacts SET name = 'hacked' WHERE owner_id = $1",
+            &[&bob],
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, 0);
+    let deleted = probe
+        .execute("DELETE FROM contacts WHERE owner_id = $1", &[&bob])
+        .await
+        .unwrap();
+    assert_eq!(deleted, 0);
+    assert_eq!(store.list_contacts(bob).await.unwrap()[0].name, "Bob's");
+}
+
+#[tokio::test]
+async fn integrations_store_only_sealed_credentials_and_stay_private() {
+    let (db, store) = migrated_store().await;
+    let vault = Vault::new(&"42".repeat(32), None).unwrap();
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let id = Uuid::new_v4();
+    let creds = Credentials::OAuth {
+        access_token: "access-token-SECRET-1".into(),
+        refresh_token: Some("refresh-token-SECRET-2".into()),
+        expires_at: Some(1_900_000_000),
+    };
+    let sealed = vault.seal(id, Provider::Rex, &creds).unwrap();
+    let record = store
+        .insert_integration(alice, id, Provider::Rex, AuthType::OAuth, &sealed, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            record.status.as_str(),
+            record.auto_sync,
+            record.risk_threshold
+        ),
+        ("active", true, 20)
+    );
+
+    // One integration per provider and user.
+    let other = vault.seal(Uuid::new_v4(), Provider::Rex, &creds).unwrap();
+    assert!(
+        store
+            .insert_integration(
+                alice,
+                Uuid::new_v4(),
+                Provider::Rex,
+                AuthType::OAuth,
+                &other,
+                None
+            )
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Read back and opened: the same credentials. Bob sees nothing of Alice's.
+    let back = store.get_integration(alice, id).await.unwrap().unwrap();
+    assert_eq!(
+        vault
+            .open(id, Provider::Rex, &back.sealed)
+            .unwrap()
+            .credentials,
+        creds
+    );
+    assert!(store.get_integration(bob, id).await.unwrap().is_none());
+    assert!(store.list_integrations(bob).await.unwrap().is_empty());
+    assert_eq!(store.list_integrations(alice).await.unwrap().len(), 1);
+
+    // A dump of the table shows no token.
+    let admin = crmsync_testkit::connect(&db.url).await;
+    let dump: String = admin
+        .query_one(
+            "SELECT string_agg(t::text, E'\\n') FROM crm_integrations t",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !dump.contains("SECRET") && !dump.contains(&hex_of("access-token-SECRET-1")),
+        "{dump}"
+    );
+}
+
+fn hex_of(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
