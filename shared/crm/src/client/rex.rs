@@ -1,0 +1,202 @@
+//! REX (crm-apis.md §3): RPC over HTTP, every call `POST …/v1/rex/<service>/<method>` with a
+//! JSON body, answers `{result, error, correlation}` — and an error may come back as HTTP 200.
+
+use crmsync_domain::mapping::rex;
+use crmsync_domain::{Lead, PhoneNumber, SyncCursor};
+use http::Method;
+use reqwest::Url;
+use serde_json::{Map, Value, json};
+
+use super::{CrmClient, has_phone, id_at, id_of, is_empty, pushed, record_phones};
+use crate::error::CrmError;
+use crate::http::Reply;
+use crate::{Page, PushAction, PushResult};
+
+const ID_KEYS: &[&str] = &["id", "_id"];
+/// Candidates of a phone search looked at (each confirmed with a read).
+const FIND_LIMIT: usize = 10;
+
+impl CrmClient {
+    /// A contacts search (`url` is the configured list endpoint or `…/contacts/search`).
+    async fn rex_search(
+        &self,
+        route: &'static str,
+        url: Url,
+        body: &Value,
+    ) -> Result<Vec<Value>, CrmError> {
+        let reply = self
+            .send(route, Method::POST, url, Some(body), true)
+            .await?;
+        rows(&reply).ok_or_else(|| self.shape_error("search rows"))
+    }
+
+    fn rex_contacts_url(&self) -> Result<Url, CrmError> {
+        self.url(&self.endpoints.rex_contacts, &[], &[])
+    }
+
+    async fn rex_call(
+        &self,
+        route: &'static str,
+        method: &str,
+        body: &Value,
+        idempotent: bool,
+    ) -> Result<Reply, CrmError> {
+        let url = self.url(&self.endpoints.rex_base, &["contacts", method], &[])?;
+        self.send(route, Method::POST, url, Some(body), idempotent)
+            .await
+    }
+
+    pub(super) async fn rex_list(&self, cursor: &SyncCursor, limit: u32) -> Result<Page, CrmError> {
+        let body = list_body(cursor, limit);
+        let records = self
+            .rex_search("contacts.list", self.rex_contacts_url()?, &body)
+            .await?;
+        Ok(Page {
+            has_more: records.len() == limit as usize,
+            records,
+            next_token: None,
+        })
+    }
+
+    pub(super) async fn rex_verify(&self) -> Result<(), CrmError> {
+        let body = json!({"limit": 1, "offset": 0});
+        self.rex_search("contacts.list", self.rex_contacts_url()?, &body)
+            .await
+            .map(drop)
+    }
+
+    pub(super) async fn rex_find(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<Option<(String, Value)>, CrmError> {
+        let body = json!({
+            "criteria": [{"name": "contact.phone_number", "type": "in", "value": phone_forms(phone)}],
+            "limit": FIND_LIMIT,
+            "offset": 0,
+        });
+        let url = self.url(&self.endpoints.rex_base, &["contacts", "search"], &[])?;
+        let rows = self.rex_search("contacts.search", url, &body).await?;
+        for row in rows {
+            let Some(raw_id) = ID_KEYS
+                .iter()
+                .find_map(|k| row.get(*k))
+                .filter(|v| id_of(v).is_some())
+                .cloned()
+            else {
+                continue;
+            };
+            // A search row carries at most its primary phone: rule out rows that show other
+            // phones only, then confirm on the full record.
+            if !record_phones(&row).is_empty() && !has_phone(&row, phone) {
+                continue;
+            }
+            let reply = match self
+                .rex_call("contacts.read", "read", &json!({"id": raw_id}), true)
+                .await
+            {
+                Ok(r) => r,
+                Err(CrmError::NotFound) => continue,
+                Err(e) => return Err(e),
+            };
+            let full = reply
+                .json
+                .as_ref()
+                .and_then(|b| b.get("result"))
+                .filter(|r| r.is_object())
+                .cloned()
+                .unwrap_or(row);
+            if has_phone(&full, phone)
+                && let Some(id) = id_at(&full, ID_KEYS).or_else(|| id_of(&raw_id))
+            {
+                return Ok(Some((id, full)));
+            }
+        }
+        Ok(None)
+    }
+
+    pub(super) async fn rex_create(&self, lead: &Lead) -> Result<PushResult, CrmError> {
+        let reply = self
+            .rex_call("contacts.create", "create", &rex::create_body(lead), false)
+            .await?;
+        // `result.id` (string or number), or a bare id as the result.
+        let external_id = reply
+            .json
+            .as_ref()
+            .and_then(|b| b.get("result"))
+            .and_then(|r| id_at(r, ID_KEYS).or_else(|| id_of(r)));
+        Ok(PushResult {
+            external_id,
+            action: PushAction::Created,
+        })
+    }
+
+    pub(super) async fn rex_update(
+        &self,
+        external_id: &str,
+        existing: &Value,
+        lead: &Lead,
+    ) -> Result<PushResult, CrmError> {
+        let body = rex::update_body(external_id, lead, existing);
+        let related = body.get("data").and_then(|d| d.get("related"));
+        if related.is_none_or(is_empty) {
+            return Ok(pushed(external_id, PushAction::Unchanged));
+        }
+        self.rex_call("contacts.update", "update", &body, false)
+            .await?;
+        Ok(pushed(external_id, PushAction::Updated))
+    }
+}
+
+/// The list search: records from `cursor.since` (epoch seconds, `>=`) in ascending
+/// `system_modtime`, skipping the records already stored at exactly `since`.
+fn list_body(cursor: &SyncCursor, limit: u32) -> Value {
+    let mut body = Map::new();
+    if let Some(since) = cursor.since {
+        body.insert(
+            "criteria".into(),
+            json!([{"name": "system_modtime", "type": ">=", "value": since.timestamp()}]),
+        );
+    }
+    body.insert("order_by".into(), json!({"system_modtime": "asc"}));
+    body.insert("limit".into(), json!(limit));
+    body.insert("offset".into(), json!(cursor.boundary_ids.len()));
+    Value::Object(body)
+}
+
+/// The rows of a search answer: `result.rows`, or `result` itself when it is a list.
+fn rows(reply: &Reply) -> Option<Vec<Value>> {
+    let result = reply.json.as_ref()?.get("result")?;
+    result.get("rows").unwrap_or(result).as_array().cloned()
+}
+
+/// The written forms a REX account may hold the number in: E.164, and the same digits without
+/// the `+` (REX stores phones as typed; `in` matches any of them).
+fn phone_forms(phone: &PhoneNumber) -> Vec<String> {
+    let e164 = phone.as_str();
+    vec![e164.to_owned(), e164.trim_start_matches('+').to_owned()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_body_follows_the_cursor() {
+        let empty = list_body(&SyncCursor::default(), 50);
+        assert_eq!(
+            empty,
+            json!({"order_by": {"system_modtime": "asc"}, "limit": 50, "offset": 0})
+        );
+        let mut c = SyncCursor::starting_at("2023-09-08T17:30:02.900Z".parse().unwrap());
+        c.boundary_ids = vec!["1".into(), "2".into()];
+        assert_eq!(
+            list_body(&c, 10),
+            json!({
+                "criteria": [{"name": "system_modtime", "type": ">=", "value": 1694194202}],
+                "order_by": {"system_modtime": "asc"},
+                "limit": 10,
+                "offset": 2
+            })
+        );
+    }
+}
