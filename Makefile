@@ -36,9 +36,15 @@ deps-python:
 
 ## Checks --------------------------------------------------------------------------------------------
 
+TEST_LOG := $(CARGO_TARGET_DIR)/crmsync-test.log
+
 test: deps
-	PATH="$(PATH):$(PG_BIN)" cargo test --workspace --locked
 	cfn-lint template.yaml
+	@mkdir -p "$(CARGO_TARGET_DIR)"
+	@set -o pipefail; PATH="$(PATH):$(PG_BIN)" cargo test --workspace --locked 2>&1 | tee "$(TEST_LOG)"; \
+	status=$$?; \
+	awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$(TEST_LOG)"; \
+	exit $$status
 
 lint:
 	cargo fmt --all --check

@@ -3,15 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
-};
 use crmsync_adapters::limiter::{Decision, Rate, RateLimiter};
 
-use crate::common::{CallCounter, moto_config};
+use crate::common::{CallCounter, moto_config, rate_limit_table};
 
-/// A fresh table shaped as the contract says, and a client that counts its calls.
 async fn table() -> (String, aws_sdk_dynamodb::Client, CallCounter) {
     let conf = moto_config().await;
     let counter = CallCounter::default();
@@ -20,41 +15,7 @@ async fn table() -> (String, aws_sdk_dynamodb::Client, CallCounter) {
             .interceptor(counter.clone())
             .build(),
     );
-    let name = format!("rate-limits-{}", uuid::Uuid::new_v4().simple());
-    client
-        .create_table()
-        .table_name(&name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    client
-        .update_time_to_live()
-        .table_name(&name)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .attribute_name("expires_at")
-                .enabled(true)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let name = rate_limit_table(&client).await;
     (name, client, counter)
 }
 

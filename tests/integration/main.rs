@@ -2,6 +2,8 @@
 //! started by `crmsync-testkit`). One test binary for all of them keeps link time down.
 
 mod common;
+mod env;
 mod limiter;
+mod pull;
 mod secrets;
 mod store;

@@ -255,7 +255,7 @@ async fn integrations_store_only_sealed_credentials_and_stay_private() {
     };
     let sealed = vault.seal(id, Provider::Rex, &creds).unwrap();
     let record = store
-        .insert_integration(alice, id, Provider::Rex, AuthType::OAuth, &sealed, None)
+        .connect_integration(alice, id, Provider::Rex, AuthType::OAuth, &sealed, None)
         .await
         .unwrap()
         .unwrap();
@@ -268,11 +268,11 @@ async fn integrations_store_only_sealed_credentials_and_stay_private() {
         ("active", true, 20)
     );
 
-    // One integration per provider and user.
+    // One integration per provider and user: another id cannot take the provider's row.
     let other = vault.seal(Uuid::new_v4(), Provider::Rex, &creds).unwrap();
     assert!(
         store
-            .insert_integration(
+            .connect_integration(
                 alice,
                 Uuid::new_v4(),
                 Provider::Rex,

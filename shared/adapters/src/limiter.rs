@@ -226,6 +226,44 @@ impl RateLimiter {
     }
 }
 
+/// Keys that can be claimed once (a used OAuth state, a delivered event), kept in the same table
+/// until `expires_at`.
+impl RateLimiter {
+    /// Claims `key` for `ttl`: `true` the first time, `false` while an earlier claim is alive.
+    pub async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, LimiterError> {
+        let now = now_ms() / 1000;
+        let n = |v: i64| AttributeValue::N(v.to_string());
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", AttributeValue::S(key.to_owned()))
+            .item("expires_at", n(now + ttl.as_secs() as i64))
+            // DynamoDB deletes expired items lazily: an expired claim counts as free.
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            .expression_attribute_values(":now", n(now))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err) => {
+                use aws_sdk_dynamodb::operation::put_item::PutItemError;
+                match err.into_service_error() {
+                    PutItemError::ConditionalCheckFailedException(_) => Ok(false),
+                    other => {
+                        use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+                        Err(LimiterError::Dynamo(format!(
+                            "{}: {}",
+                            other.code().unwrap_or("error"),
+                            other.message().unwrap_or("no message")
+                        )))
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn parse_state(item: &HashMap<String, AttributeValue>) -> Result<BucketState, LimiterError> {
     let num = |name: &str| -> Result<i64, LimiterError> {
         match item.get(name) {

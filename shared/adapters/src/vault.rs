@@ -91,6 +91,35 @@ impl VaultKey {
         let cipher = Aes256Gcm::new_from_slice(&key).map_err(|_| VaultError::BadKey)?;
         Ok(VaultKey { version, cipher })
     }
+
+    /// Encrypts with a fresh random 96-bit nonce; returns the nonce and the ciphertext with its tag.
+    fn encrypt(&self, aad: &[u8], msg: &[u8]) -> Result<([u8; 12], Vec<u8>), VaultError> {
+        let nonce = Nonce::<Aes256Gcm>::try_generate().map_err(|_| VaultError::Random)?;
+        let ciphertext = self
+            .cipher
+            .encrypt(&nonce, Payload { msg, aad })
+            .map_err(|_| VaultError::Malformed)?;
+        let mut nonce_bytes = [0u8; 12];
+        nonce_bytes.copy_from_slice(nonce.as_slice());
+        Ok((nonce_bytes, ciphertext))
+    }
+
+    fn decrypt(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        ciphertext: &[u8],
+    ) -> Result<Vec<u8>, VaultError> {
+        self.cipher
+            .decrypt(
+                &Nonce::<Aes256Gcm>::from(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad,
+                },
+            )
+            .map_err(|_| VaultError::Tampered)
+    }
 }
 
 /// Seals and opens [`Credentials`]. Build it once per cold start.
@@ -124,6 +153,13 @@ fn associated_data(integration_id: Uuid, provider: Provider) -> Vec<u8> {
     .into_bytes()
 }
 
+fn token_associated_data(context: &str) -> Vec<u8> {
+    format!("crmsync:token:v1:{context}").into_bytes()
+}
+
+/// Prefix of sealed tokens ([`Vault::seal_token`]).
+const TOKEN_PREFIX: &str = "v1";
+
 impl Vault {
     /// `current` and `previous` are 64-hex-character keys (`encryption_key`, `encryption_key_previous`).
     pub fn new(current: &str, previous: Option<&str>) -> Result<Self, VaultError> {
@@ -140,6 +176,17 @@ impl Vault {
         &self.current.version
     }
 
+    /// The key with id `version`, and whether it is the previous one.
+    fn key(&self, version: &str) -> Result<(&VaultKey, bool), VaultError> {
+        if version == self.current.version {
+            return Ok((&self.current, false));
+        }
+        match &self.previous {
+            Some(prev) if prev.version == version => Ok((prev, true)),
+            _ => Err(VaultError::UnknownKey(version.chars().take(16).collect())),
+        }
+    }
+
     pub fn seal(
         &self,
         integration_id: Uuid,
@@ -147,24 +194,12 @@ impl Vault {
         credentials: &Credentials,
     ) -> Result<Sealed, VaultError> {
         let plaintext = serde_json::to_vec(credentials).map_err(|_| VaultError::Malformed)?;
-        let nonce = Nonce::<Aes256Gcm>::try_generate().map_err(|_| VaultError::Random)?;
-        let aad = associated_data(integration_id, provider);
-        let ciphertext = self
+        let (nonce, ciphertext) = self
             .current
-            .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: &plaintext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| VaultError::Malformed)?;
-        let mut nonce_bytes = [0u8; 12];
-        nonce_bytes.copy_from_slice(nonce.as_slice());
+            .encrypt(&associated_data(integration_id, provider), &plaintext)?;
         Ok(Sealed {
             ciphertext,
-            nonce: nonce_bytes,
+            nonce,
             key_version: self.current.version.clone(),
         })
     }
@@ -175,31 +210,50 @@ impl Vault {
         provider: Provider,
         sealed: &Sealed,
     ) -> Result<Opened, VaultError> {
-        let (key, needs_reseal) = if sealed.key_version == self.current.version {
-            (&self.current, false)
-        } else {
-            match &self.previous {
-                Some(prev) if prev.version == sealed.key_version => (prev, true),
-                _ => return Err(VaultError::UnknownKey(sealed.key_version.clone())),
-            }
-        };
-        let aad = associated_data(integration_id, provider);
-        let nonce = Nonce::<Aes256Gcm>::from(sealed.nonce);
-        let plaintext = key
-            .cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: &sealed.ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| VaultError::Tampered)?;
+        let (key, needs_reseal) = self.key(&sealed.key_version)?;
+        let plaintext = key.decrypt(
+            sealed.nonce,
+            &associated_data(integration_id, provider),
+            &sealed.ciphertext,
+        )?;
         let credentials = serde_json::from_slice(&plaintext).map_err(|_| VaultError::Malformed)?;
         Ok(Opened {
             credentials,
             needs_reseal,
         })
+    }
+
+    /// Seals a short opaque value (a cookie) for `context`: `v1.<key id>.<base64url(nonce ‖ ciphertext)>`.
+    /// Only this vault, with the same context, can open it.
+    pub fn seal_token(&self, context: &str, plaintext: &[u8]) -> Result<String, VaultError> {
+        use base64::Engine as _;
+        let (nonce, ciphertext) = self
+            .current
+            .encrypt(&token_associated_data(context), plaintext)?;
+        let blob = [nonce.as_slice(), &ciphertext].concat();
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(blob);
+        Ok(format!("{TOKEN_PREFIX}.{}.{b64}", self.current.version))
+    }
+
+    /// Opens what [`Vault::seal_token`] sealed for the same `context`.
+    pub fn open_token(&self, context: &str, token: &str) -> Result<Vec<u8>, VaultError> {
+        use base64::Engine as _;
+        let mut parts = token.splitn(3, '.');
+        let (Some(TOKEN_PREFIX), Some(version), Some(b64)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(VaultError::Malformed);
+        };
+        let (key, _) = self.key(version)?;
+        let blob = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(b64)
+            .map_err(|_| VaultError::Malformed)?;
+        if blob.len() < 12 + 16 {
+            return Err(VaultError::Malformed);
+        }
+        let (nonce, ciphertext) = blob.split_at(12);
+        let nonce: [u8; 12] = nonce.try_into().map_err(|_| VaultError::Malformed)?;
+        key.decrypt(nonce, &token_associated_data(context), ciphertext)
     }
 }
 
@@ -370,6 +424,46 @@ mod tests {
             !text.contains("at-secret-123")
                 && !text.contains("rt-secret-456")
                 && !text.contains("k-123")
+        );
+    }
+
+    #[test]
+    fn sealed_tokens_open_only_in_their_context() {
+        let vault = Vault::new(KEY_A, None).unwrap();
+        let token = vault
+            .seal_token("oauth-state", b"state-and-verifier")
+            .unwrap();
+        assert!(token.starts_with("v1.") && !token.contains("state-and-verifier"));
+        assert_eq!(
+            vault.open_token("oauth-state", &token).unwrap(),
+            b"state-and-verifier"
+        );
+        assert_eq!(
+            vault.open_token("other", &token).unwrap_err(),
+            VaultError::Tampered
+        );
+        let mut bad = token.clone().into_bytes();
+        let last = bad.len() - 2;
+        bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
+        assert!(
+            vault
+                .open_token("oauth-state", std::str::from_utf8(&bad).unwrap())
+                .is_err()
+        );
+        assert_eq!(
+            vault.open_token("oauth-state", "garbage").unwrap_err(),
+            VaultError::Malformed
+        );
+        let rotated = Vault::new(KEY_B, Some(KEY_A)).unwrap();
+        assert_eq!(
+            rotated.open_token("oauth-state", &token).unwrap(),
+            b"state-and-verifier"
+        );
+        assert!(
+            Vault::new(KEY_B, None)
+                .unwrap()
+                .open_token("oauth-state", &token)
+                .is_err()
         );
     }
 }

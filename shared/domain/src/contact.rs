@@ -92,6 +92,14 @@ impl Mapped {
         }
     }
 
+    /// When the CRM last changed the record, mapped or not.
+    pub fn updated_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Mapped::Contact(c) => c.updated_at,
+            Mapped::Skipped(s) => s.updated_at,
+        }
+    }
+
     /// The CRM id of the record, mapped or not.
     pub fn external_id(&self) -> Option<&str> {
         match self {
@@ -106,6 +114,9 @@ impl Mapped {
 pub struct Skipped {
     pub external_id: Option<String>,
     pub reason: SkipReason,
+    /// When the CRM last changed the record: a sync's cursor moves past skipped records too.
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 /// Why a record was skipped. Serialized in snake_case: `"no_phone"`, `"invalid_phone"`.

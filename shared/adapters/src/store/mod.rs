@@ -15,6 +15,12 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::vault::Sealed;
 
+mod sync;
+mod tx;
+
+pub use sync::{Direction, LockedIntegration, LogStatus, NewSyncLog, SyncLease, Trigger};
+pub use tx::OwnedTx;
+
 mod embedded {
     refinery::embed_migrations!("../../infra/migrations");
 }
@@ -117,7 +123,7 @@ pub struct IntegrationRecord {
 /// A pool of connections to the application database. Cheap to clone; connects lazily.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool,
+    pub(crate) pool: Pool,
 }
 
 impl std::fmt::Debug for Store {
@@ -241,46 +247,6 @@ impl Store {
                 source_updated_at: r.get(8),
             })
             .collect())
-    }
-
-    /// Stores a new integration of `user` with its sealed credentials. `id` is chosen by the caller,
-    /// since the credentials are sealed to it. A second integration of the same provider is a conflict.
-    pub async fn insert_integration(
-        &self,
-        user: Uuid,
-        id: Uuid,
-        provider: Provider,
-        auth_type: AuthType,
-        sealed: &Sealed,
-        token_expires_at: Option<DateTime<Utc>>,
-    ) -> Result<Option<IntegrationRecord>, StoreError> {
-        let mut conn = self.pool.get().await?;
-        let tx = begin_as(&mut conn, user).await?;
-        let row = tx
-            .query_opt(
-                &format!(
-                    "INSERT INTO crm_integrations
-                        (id, user_id, provider, auth_type, credentials_ciphertext, credentials_nonce,
-                         credentials_key_version, token_expires_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                     ON CONFLICT (user_id, provider) DO NOTHING
-                     RETURNING {INTEGRATION_COLUMNS}"
-                ),
-                &[
-                    &id,
-                    &user,
-                    &provider.as_str(),
-                    &auth_type.as_str(),
-                    &sealed.ciphertext,
-                    &sealed.nonce.as_slice(),
-                    &sealed.key_version,
-                    &token_expires_at,
-                ],
-            )
-            .await?;
-        let record = row.as_ref().map(integration_from_row).transpose()?;
-        tx.commit().await?;
-        Ok(record)
     }
 
     /// One integration of `user`, or `None` if it does not exist or belongs to someone else.

@@ -99,6 +99,7 @@ impl Draft {
                 return Mapped::Skipped(Skipped {
                     external_id: self.external_id,
                     reason,
+                    updated_at: self.updated_at,
                 });
             }
         };

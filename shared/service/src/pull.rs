@@ -1,0 +1,361 @@
+//! Pull: contacts from a CRM into `contacts`, for inspection (`fetch`) or incrementally (`sync`).
+//!
+//! A sync streams pages (memory bounded by the page size): each page is mapped, filtered through the
+//! cursor (records at or after its high-water mark that were not already stored at that exact instant),
+//! de-duplicated by phone and upserted in one statement, and the cursor — with the CRM's page token, so
+//! a killed sync resumes where it stopped — is saved in the same transaction. One sync per integration
+//! runs at a time.
+
+use std::time::Instant;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use crmsync_adapters::ApiError;
+use crmsync_adapters::store::{
+    Direction, IntegrationRecord, LogStatus, NewSyncLog, Trigger, UpsertReport,
+};
+use crmsync_crm::{CrmClient, CrmError};
+use crmsync_domain::{Contact, Mapped, NormalizedContact, Provider, SyncCursor, map_record};
+use serde::{Deserialize, Serialize};
+
+use crate::app::{App, Ready};
+use crate::credentials::{crm_client, crm_error};
+
+/// Records asked for per page (the largest page every CRM allows).
+pub const PAGE_SIZE: u32 = 100;
+/// A fetch looks at no more than this many pages, however many records lack a phone.
+const FETCH_MAX_PAGES: usize = 20;
+
+/// What is saved in `crm_integrations.sync_cursor`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PullState {
+    #[serde(flatten)]
+    pub cursor: SyncCursor,
+    /// The CRM's token for the next page of an unfinished run (Follow Up Boss `next`, Lofty `scrollId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_token: Option<String>,
+}
+
+impl PullState {
+    pub fn from_stored(value: Option<&serde_json::Value>) -> Self {
+        value
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// The metrics of a sync, as the contract names them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncMetrics {
+    pub upserted: u64,
+    pub total_fetched: u64,
+    pub skipped: u64,
+    pub duration_ms: u64,
+    /// The high-water mark after the sync (RFC 3339), `null` before any dated record.
+    pub cursor: Option<String>,
+    /// `false` when the sync stopped at a page boundary before the end (time limit); the next run
+    /// continues from there.
+    pub complete: bool,
+}
+
+fn rfc3339(t: Option<DateTime<Utc>>) -> Option<String> {
+    t.map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+/// Runs a sync of `integration` (already checked to belong to the caller). `since` replaces the saved
+/// cursor. `deadline`: stop cleanly at a page boundary once past it.
+pub async fn sync(
+    app: &App,
+    integration: &IntegrationRecord,
+    since: Option<DateTime<Utc>>,
+    trigger: Trigger,
+    deadline: Option<Instant>,
+) -> Result<SyncMetrics, ApiError> {
+    let ready = app.ready().await?;
+    let (user, id, provider) = (integration.user_id, integration.id, integration.provider);
+    let lease = ready.store.try_lock_sync(user, id).await?.ok_or_else(|| {
+        ApiError::conflict(format!(
+            "A sync of this {} integration is already running.",
+            provider.label()
+        ))
+    })?;
+    // Read again under the lock: the previous sync may have moved the cursor since the caller looked.
+    let integration = ready
+        .store
+        .get_integration(user, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("The integration no longer exists."))?;
+    let started = Instant::now();
+    let result = run(app, ready, &integration, since, deadline, started).await;
+    let log = |status: LogStatus, metrics: &SyncMetrics, error: Option<String>| NewSyncLog {
+        integration_id: Some(id),
+        provider,
+        direction: Direction::Pull,
+        trigger,
+        status,
+        lead_id: None,
+        action: None,
+        attempts: 1,
+        metrics: serde_json::to_value(metrics).ok(),
+        error,
+    };
+    let outcome = match result {
+        Ok((metrics, state)) => {
+            let status = if metrics.complete {
+                LogStatus::Success
+            } else {
+                LogStatus::Partial
+            };
+            ready
+                .store
+                .finish_sync(user, id, &state.to_json(), &log(status, &metrics, None))
+                .await?;
+            tracing::info!(
+                provider = provider.as_str(), integration = %id, upserted = metrics.upserted,
+                fetched = metrics.total_fetched, skipped = metrics.skipped, ms = metrics.duration_ms,
+                complete = metrics.complete, "pull sync finished"
+            );
+            Ok(metrics)
+        }
+        Err((err, metrics)) => {
+            let entry = log(LogStatus::Failed, &metrics, Some(err.detail().to_owned()));
+            if let Err(e) = ready.store.insert_sync_log(user, &entry).await {
+                tracing::error!(error = %e, "could not log a failed sync");
+            }
+            Err(err)
+        }
+    };
+    lease.release().await?;
+    outcome
+}
+
+type RunResult = Result<(SyncMetrics, PullState), (ApiError, SyncMetrics)>;
+
+async fn run(
+    app: &App,
+    ready: &Ready,
+    integration: &IntegrationRecord,
+    since: Option<DateTime<Utc>>,
+    deadline: Option<Instant>,
+    started: Instant,
+) -> RunResult {
+    let mut metrics = SyncMetrics::default();
+    let provider = integration.provider;
+    let client = crm_client(app, ready, integration)
+        .await
+        .map_err(|e| (e, metrics.clone()))?;
+    let mut state = match since {
+        Some(t) => PullState {
+            cursor: SyncCursor::starting_at(t),
+            page_token: None,
+        },
+        None => PullState::from_stored(integration.sync_cursor.as_ref()),
+    };
+    let region = app.settings.default_phone_region;
+    loop {
+        let page = match client
+            .list_page(&state.cursor, state.page_token.as_deref(), PAGE_SIZE)
+            .await
+        {
+            Ok(page) => page,
+            // A saved page token the CRM no longer accepts: start the listing again; the cursor skips
+            // what is already stored.
+            Err(CrmError::Upstream {
+                status: 400..=499, ..
+            }) if state.page_token.is_some() => {
+                tracing::warn!(
+                    provider = provider.as_str(),
+                    "saved page token refused; listing again"
+                );
+                state.page_token = None;
+                continue;
+            }
+            Err(e) => {
+                metrics.duration_ms = started.elapsed().as_millis() as u64;
+                return Err((crm_error(provider, e), metrics));
+            }
+        };
+        let before = state.cursor.clone();
+        let (contacts, skipped) = admit_page(provider, &page.records, &mut state.cursor, region);
+        metrics.total_fetched += page.records.len() as u64;
+        metrics.skipped += skipped;
+        state.page_token = if page.has_more {
+            page.next_token.clone()
+        } else {
+            None
+        };
+        let report: UpsertReport = ready
+            .store
+            .commit_page(
+                integration.user_id,
+                integration.id,
+                contacts,
+                &state.to_json(),
+            )
+            .await
+            .map_err(|e| (ApiError::from(e), metrics.clone()))?;
+        metrics.upserted += report.upserted();
+        metrics.cursor = rfc3339(state.cursor.since);
+
+        if !page.has_more {
+            metrics.complete = true;
+            break;
+        }
+        // Paging by the cursor alone (REX) must move it; a CRM that repeats itself would loop forever.
+        if page.next_token.is_none() && state.cursor == before {
+            tracing::error!(
+                provider = provider.as_str(),
+                "the CRM returned a page that moved nothing"
+            );
+            metrics.duration_ms = started.elapsed().as_millis() as u64;
+            return Err((
+                ApiError::upstream(format!(
+                    "{} kept returning the same records.",
+                    provider.label()
+                )),
+                metrics,
+            ));
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    metrics.duration_ms = started.elapsed().as_millis() as u64;
+    Ok((metrics, state))
+}
+
+/// Maps a page and keeps what the cursor admits; every record moves the cursor. Returns the contacts
+/// to store and how many records had no usable phone.
+fn admit_page(
+    provider: Provider,
+    records: &[serde_json::Value],
+    cursor: &mut SyncCursor,
+    region: crmsync_domain::Region,
+) -> (Vec<Contact>, u64) {
+    let mut contacts = Vec::with_capacity(records.len());
+    let mut skipped = 0;
+    let snapshot = cursor.clone();
+    for record in records {
+        let mapped = map_record(provider, record, region);
+        let updated = mapped.updated_at();
+        let id = mapped.external_id().unwrap_or_default().to_owned();
+        if !snapshot.admits(&id, updated) {
+            continue;
+        }
+        cursor.observe(&id, updated);
+        match mapped {
+            Mapped::Contact(c) => contacts.push(c),
+            Mapped::Skipped(_) => skipped += 1,
+        }
+    }
+    (contacts, skipped)
+}
+
+/// What `contacts-fetch` returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fetched {
+    pub contacts: Vec<NormalizedContact>,
+    pub count: usize,
+    /// Records seen without a usable phone (not shown).
+    pub skipped: u64,
+}
+
+/// Up to `limit` normalized contacts changed at or after `since`. Writes nothing.
+pub async fn fetch(
+    app: &App,
+    integration: &IntegrationRecord,
+    since: Option<DateTime<Utc>>,
+    limit: u32,
+) -> Result<Fetched, ApiError> {
+    let ready = app.ready().await?;
+    let provider = integration.provider;
+    let client: CrmClient = crm_client(app, ready, integration).await?;
+    let mut cursor = since.map(SyncCursor::starting_at).unwrap_or_default();
+    let mut token: Option<String> = None;
+    let mut contacts = Vec::new();
+    let mut skipped = 0;
+    let region = app.settings.default_phone_region;
+    for _ in 0..FETCH_MAX_PAGES {
+        let page = client
+            .list_page(&cursor, token.as_deref(), PAGE_SIZE.min(limit.max(1)))
+            .await
+            .map_err(|e| crm_error(provider, e))?;
+        let (page_contacts, page_skipped) =
+            admit_page(provider, &page.records, &mut cursor, region);
+        skipped += page_skipped;
+        contacts.extend(page_contacts.iter().map(NormalizedContact::from));
+        if contacts.len() >= limit as usize || !page.has_more {
+            break;
+        }
+        token = page.next_token;
+    }
+    contacts.truncate(limit as usize);
+    Ok(Fetched {
+        count: contacts.len(),
+        contacts,
+        skipped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_page_is_filtered_by_the_cursor_and_moves_it() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let mut cursor = SyncCursor::starting_at(t("2026-03-01T00:00:00Z"));
+        cursor.observe("1", Some(t("2026-03-01T00:00:00Z")));
+        let page = vec![
+            // Already stored at the boundary instant.
+            json!({"id": 1, "updated": "2026-03-01T00:00:00Z", "phones": [{"value": "+14155550101"}]}),
+            // Same instant, not yet stored.
+            json!({"id": 2, "updated": "2026-03-01T00:00:00Z", "phones": [{"value": "+14155550102"}]}),
+            // Older than the cursor.
+            json!({"id": 3, "updated": "2026-02-01T00:00:00Z", "phones": [{"value": "+14155550103"}]}),
+            // Newer, without a phone.
+            json!({"id": 4, "updated": "2026-03-02T00:00:00Z"}),
+            json!({"id": 5, "updated": "2026-03-02T00:00:00Z", "phones": [{"value": "(415) 555-0105"}]}),
+        ];
+        let (contacts, skipped) = admit_page(
+            Provider::FollowUpBoss,
+            &page,
+            &mut cursor,
+            Default::default(),
+        );
+        let ids: Vec<_> = contacts
+            .iter()
+            .map(|c| c.external_id.clone().unwrap())
+            .collect();
+        assert_eq!(ids, ["2", "5"]);
+        assert_eq!(skipped, 1);
+        assert_eq!(cursor.since, Some(t("2026-03-02T00:00:00Z")));
+        let mut boundary = cursor.boundary_ids.clone();
+        boundary.sort();
+        assert_eq!(
+            boundary,
+            ["4", "5"],
+            "the phoneless record moves the cursor too"
+        );
+    }
+
+    #[test]
+    fn the_saved_state_round_trips_and_tolerates_junk() {
+        let state = PullState {
+            cursor: SyncCursor::starting_at(Utc::now()),
+            page_token: Some("eyJzaW5jZUlkIjoxMDV9".into()),
+        };
+        let json = state.to_json();
+        assert_eq!(PullState::from_stored(Some(&json)), state);
+        assert_eq!(
+            PullState::from_stored(Some(&json!("junk"))),
+            PullState::default()
+        );
+        assert_eq!(PullState::from_stored(None), PullState::default());
+    }
+}

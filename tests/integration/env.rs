@@ -1,0 +1,320 @@
+//! A whole crmsync environment for one test: the CRM sandbox (in process), a migrated database of its
+//! own, a rate-limit table and the configuration secret in moto, and an `App` wired to all of them, as a
+//! deployed function would be. Handlers are called with API Gateway (HTTP API, payload 2.0) events.
+
+use std::collections::HashMap;
+
+use crm_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
+use crmsync_adapters::config::Settings;
+use crmsync_adapters::store::Store;
+use crmsync_domain::Provider;
+use crmsync_service::{App, handlers};
+use http::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::common::{migrated_store, moto_config, rate_limit_table};
+
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789-abcdefghij";
+pub const POST_CONNECT_URL: &str = "http://127.0.0.1:3004/settings/integrations";
+
+/// The route a test calls.
+#[derive(Debug, Clone, Copy)]
+pub enum Route {
+    OAuthStart,
+    OAuthCallback,
+    AuthStatus,
+    ContactsFetch,
+    ContactsSync,
+}
+
+pub struct Env {
+    pub app: App,
+    pub sandbox: SandboxHandle,
+    pub store: Store,
+    pub db: crmsync_testkit::TestDb,
+}
+
+/// A response, read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn location(&self) -> String {
+        self.headers
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The value of cookie `name` set by this response.
+    pub fn set_cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| {
+                let (pair, _) = c.split_once(';').unwrap_or((c, ""));
+                let (k, v) = pair.split_once('=')?;
+                (k == name).then(|| v.to_owned())
+            })
+    }
+}
+
+pub fn provider_name(p: Provider) -> &'static str {
+    p.as_str()
+}
+
+pub fn sandbox_provider(p: Provider) -> crm_sandbox::config::Provider {
+    match p {
+        Provider::Rex => crm_sandbox::config::Provider::Rex,
+        Provider::FollowUpBoss => crm_sandbox::config::Provider::Fub,
+        Provider::Lofty => crm_sandbox::config::Provider::Lofty,
+    }
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let sandbox = Sandbox::spawn(SandboxConfig {
+            auto_approve: true,
+            ..Default::default()
+        })
+        .await
+        .expect("sandbox");
+        let (db, store) = migrated_store().await;
+        let conf = moto_config().await;
+        let table = rate_limit_table(&aws_sdk_dynamodb::Client::new(&conf)).await;
+        let secret_id = format!("crmsync/test/{}", Uuid::new_v4().simple());
+        let secret = json!({
+            "database_url": db.url,
+            "jwt_secret": JWT_SECRET,
+            "encryption_key": hex_key(),
+            "webhook_secret": "test-webhook-secret",
+            "rex_client_id": "sandbox-rex-client",
+            "rex_client_secret": "sandbox-rex-secret",
+            "followupboss_client_id": "sandbox-fub-client",
+            "followupboss_client_secret": "sandbox-fub-secret",
+            "followupboss_system": "crmsync",
+            "followupboss_system_key": "sandbox-system-key",
+        });
+        aws_sdk_secretsmanager::Client::new(&conf)
+            .create_secret()
+            .name(&secret_id)
+            .secret_string(secret.to_string())
+            .send()
+            .await
+            .expect("create secret");
+        let vars: HashMap<&str, String> = HashMap::from([
+            ("CRM_SANDBOX_URL", sandbox.base_url.clone()),
+            ("APP_SECRET_ID", secret_id.clone()),
+            ("RATE_LIMIT_TABLE", table),
+            ("NEXT_PUBLIC_BASE_URL", "http://127.0.0.1:3004".into()),
+            ("POST_CONNECT_URL", POST_CONNECT_URL.into()),
+        ]);
+        let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("settings");
+        let app = App::new(settings, &conf).expect("app");
+        Env {
+            app,
+            sandbox,
+            store,
+            db,
+        }
+    }
+
+    pub fn token(user: Uuid) -> String {
+        crmsync_adapters::auth::mint_token(JWT_SECRET, user, 3600).expect("token")
+    }
+
+    /// Calls `route` as API Gateway would: `path` and `query` raw, `cookies` as `name=value`.
+    pub async fn call(
+        &self,
+        route: Route,
+        method: &str,
+        path: &str,
+        query: &str,
+        cookies: &[String],
+        extra_headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut headers = serde_json::Map::new();
+        headers.insert("host".into(), json!("api.example.com"));
+        for (k, v) in extra_headers {
+            headers.insert(k.to_string(), json!(v));
+        }
+        let query_params: serde_json::Map<String, Value> = form_urlencoded::parse(query.as_bytes())
+            .map(|(k, v)| (k.into_owned(), json!(v.into_owned())))
+            .collect();
+        let mut event = json!({
+            "version": "2.0",
+            "routeKey": format!("{method} {path}"),
+            "rawPath": path,
+            "rawQueryString": query,
+            "headers": headers,
+            "requestContext": {
+                "accountId": "123456789012", "apiId": "test", "domainName": "api.example.com",
+                "domainPrefix": "api", "requestId": Uuid::new_v4().to_string(), "routeKey": format!("{method} {path}"),
+                "stage": "$default", "time": "21/Nov/2026:09:00:00 +0000", "timeEpoch": 1_795_338_000_000u64,
+                "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "test"}
+            },
+            "isBase64Encoded": false
+        });
+        if !cookies.is_empty() {
+            event["cookies"] = json!(cookies);
+        }
+        if !query_params.is_empty() {
+            event["queryStringParameters"] = Value::Object(query_params);
+        }
+        let req =
+            lambda_http::request::from_str(&event.to_string()).expect("valid API Gateway event");
+        let resp = match route {
+            Route::OAuthStart => handlers::oauth_start(&self.app, req).await,
+            Route::OAuthCallback => handlers::oauth_callback(&self.app, req).await,
+            Route::AuthStatus => handlers::auth_status(&self.app, req).await,
+            Route::ContactsFetch => handlers::contacts_fetch(&self.app, req).await,
+            Route::ContactsSync => handlers::contacts_sync(&self.app, req).await,
+        };
+        let (parts, body) = resp.into_parts();
+        let body = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap_or(Value::Null)
+        };
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// `user` calls `route` with their JWT cookie.
+    pub async fn as_user(
+        &self,
+        user: Uuid,
+        route: Route,
+        method: &str,
+        path: &str,
+        query: &str,
+    ) -> Reply {
+        self.call(
+            route,
+            method,
+            path,
+            query,
+            &[format!("alto_admin={}", Self::token(user))],
+            &[],
+        )
+        .await
+    }
+
+    /// Connects `provider` for `user` the way a person does: OAuth through the sandbox's consent page
+    /// (auto-approved), or the sandbox's API key for Lofty.
+    pub async fn connect(&self, user: Uuid, provider: Provider) {
+        if provider == Provider::Lofty {
+            crmsync_service::credentials::connect_api_key(
+                &self.app,
+                user,
+                provider,
+                "sandbox-lofty-key",
+            )
+            .await
+            .expect("Lofty connects by API key");
+            return;
+        }
+        let p = provider_name(provider);
+        let start = self
+            .as_user(
+                user,
+                Route::OAuthStart,
+                "GET",
+                &format!("/api/integrations/{p}/oauth/start"),
+                "",
+            )
+            .await;
+        assert_eq!(start.status, StatusCode::FOUND, "{:?}", start.body);
+        let state_cookie = start.set_cookie("crm_oauth_state").expect("state cookie");
+        let back = follow_consent(&start.location()).await;
+        let (path, query) = back.split_once('?').expect("callback with a query");
+        let path = path.trim_start_matches("http://127.0.0.1:3004");
+        let cookies = [
+            format!("alto_admin={}", Self::token(user)),
+            format!("crm_oauth_state={state_cookie}"),
+        ];
+        let done = self
+            .call(Route::OAuthCallback, "GET", path, query, &cookies, &[])
+            .await;
+        assert_eq!(done.status, StatusCode::FOUND);
+        assert_eq!(
+            done.location(),
+            format!("{POST_CONNECT_URL}?connected={p}"),
+            "connect {p}"
+        );
+    }
+
+    /// The sandbox's records of `provider`, in its neutral shape.
+    pub async fn sandbox_records(&self, provider: Provider) -> Vec<Value> {
+        let url = self.sandbox.url(&format!(
+            "/_sandbox/{}/records",
+            sandbox_provider(provider).name()
+        ));
+        let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        body["records"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Changes `count` records of `provider` (chosen by `seed`): a new last name, a new update time.
+    pub async fn change_records(&self, provider: Provider, count: usize, seed: u64) -> Vec<u64> {
+        let url = self.sandbox.url(&format!(
+            "/_sandbox/{}/touch",
+            sandbox_provider(provider).name()
+        ));
+        let body =
+            json!({"count": count, "seed": seed, "set": {"last_name": format!("Changed{seed}")}});
+        let reply: Value = reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        reply["ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Follows the CRM's authorize URL (auto-approved by the sandbox) to the redirect back to us.
+pub async fn follow_consent(authorize_url: &str) -> String {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = client.get(authorize_url).send().await.unwrap();
+    assert_eq!(
+        resp.status(),
+        reqwest::StatusCode::FOUND,
+        "the sandbox approves and redirects"
+    );
+    resp.headers()[reqwest::header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn hex_key() -> String {
+    let a = Uuid::new_v4().simple().to_string();
+    let b = Uuid::new_v4().simple().to_string();
+    format!("{a}{b}")
+}
