@@ -16,6 +16,8 @@ use uuid::Uuid;
 use crate::common::{migrated_store, moto_config, rate_limit_table};
 
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789-abcdefghij";
+/// A Standard Webhooks secret (`whsec_` + base64), also accepted verbatim in `x-webhook-secret`.
+pub const WEBHOOK_SECRET: &str = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5";
 pub const POST_CONNECT_URL: &str = "http://127.0.0.1:3004/settings/integrations";
 
 /// The route a test calls.
@@ -26,6 +28,10 @@ pub enum Route {
     AuthStatus,
     ContactsFetch,
     ContactsSync,
+    Integrations,
+    SyncLogs,
+    LeadWebhook,
+    IntegrationSync,
 }
 
 pub struct Env {
@@ -101,7 +107,7 @@ impl Env {
             "database_url": db.url,
             "jwt_secret": JWT_SECRET,
             "encryption_key": hex_key(),
-            "webhook_secret": "test-webhook-secret",
+            "webhook_secret": WEBHOOK_SECRET,
             "rex_client_id": "sandbox-rex-client",
             "rex_client_secret": "sandbox-rex-secret",
             "followupboss_client_id": "sandbox-fub-client",
@@ -124,7 +130,15 @@ impl Env {
             ("POST_CONNECT_URL", POST_CONNECT_URL.into()),
         ]);
         let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("settings");
-        let app = App::new(settings, &conf).expect("app");
+        let mut app = App::new(settings, &conf).expect("app");
+        // Retries as in production, but without real seconds of backoff (Retry-After still applies).
+        app.http = app.http.clone().with_retry(crmsync_crm::RetryPolicy {
+            max_attempts: 4,
+            base: std::time::Duration::from_millis(1),
+            cap: std::time::Duration::from_millis(20),
+            max_wait: std::time::Duration::from_secs(10),
+        });
+        app.push_backoff = std::time::Duration::from_millis(1);
         Env {
             app,
             sandbox,
@@ -146,6 +160,22 @@ impl Env {
         query: &str,
         cookies: &[String],
         extra_headers: &[(&str, &str)],
+    ) -> Reply {
+        self.send(route, method, path, query, cookies, extra_headers, None)
+            .await
+    }
+
+    /// [`Env::call`] with a request body (sent as text when it is UTF-8, else base64, as API Gateway does).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send(
+        &self,
+        route: Route,
+        method: &str,
+        path: &str,
+        query: &str,
+        cookies: &[String],
+        extra_headers: &[(&str, &str)],
+        body: Option<&[u8]>,
     ) -> Reply {
         let mut headers = serde_json::Map::new();
         headers.insert("host".into(), json!("api.example.com"));
@@ -175,6 +205,16 @@ impl Env {
         if !query_params.is_empty() {
             event["queryStringParameters"] = Value::Object(query_params);
         }
+        if let Some(body) = body {
+            match std::str::from_utf8(body) {
+                Ok(text) => event["body"] = json!(text),
+                Err(_) => {
+                    use base64::Engine as _;
+                    event["body"] = json!(base64::engine::general_purpose::STANDARD.encode(body));
+                    event["isBase64Encoded"] = json!(true);
+                }
+            }
+        }
         let req =
             lambda_http::request::from_str(&event.to_string()).expect("valid API Gateway event");
         let resp = match route {
@@ -183,6 +223,10 @@ impl Env {
             Route::AuthStatus => handlers::auth_status(&self.app, req).await,
             Route::ContactsFetch => handlers::contacts_fetch(&self.app, req).await,
             Route::ContactsSync => handlers::contacts_sync(&self.app, req).await,
+            Route::Integrations => handlers::integrations(&self.app, req).await,
+            Route::SyncLogs => handlers::sync_logs(&self.app, req).await,
+            Route::LeadWebhook => handlers::lead_webhook(&self.app, req).await,
+            Route::IntegrationSync => handlers::integration_sync(&self.app, req).await,
         };
         let (parts, body) = resp.into_parts();
         let body = if body.is_empty() {
@@ -195,6 +239,29 @@ impl Env {
             headers: parts.headers,
             body,
         }
+    }
+
+    /// `user` sends a JSON body to `route` with their JWT cookie.
+    pub async fn json_as_user(
+        &self,
+        user: Uuid,
+        route: Route,
+        method: &str,
+        path: &str,
+        body: &Value,
+    ) -> Reply {
+        let cookies = [format!("alto_admin={}", Self::token(user))];
+        let body = body.to_string();
+        self.send(
+            route,
+            method,
+            path,
+            "",
+            &cookies,
+            &[("content-type", "application/json")],
+            Some(body.as_bytes()),
+        )
+        .await
     }
 
     /// `user` calls `route` with their JWT cookie.

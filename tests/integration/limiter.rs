@@ -179,3 +179,64 @@ async fn a_missing_table_is_an_error_not_an_admission() {
     let err = limiter.acquire("k", Rate::per_minute(5)).await.unwrap_err();
     assert!(err.to_string().contains("ResourceNotFound"), "{err}");
 }
+
+#[tokio::test]
+async fn reservations_give_concurrent_callers_their_turns_with_one_call_each() {
+    let (table, client, counter) = table().await;
+    let limiters: Vec<_> = (0..4)
+        .map(|_| Arc::new(RateLimiter::new(client.clone(), &table)))
+        .collect();
+    // Ten tokens a minute: one every 6 s after the first ten.
+    let rate = Rate {
+        capacity: 10,
+        period: Duration::from_secs(60),
+    };
+    let calls_before = counter.get();
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let limiter = limiters[i % 4].clone();
+        tasks.push(tokio::spawn(async move {
+            limiter
+                .reserve("crm:fub:account", rate, 1, Duration::from_secs(3600))
+                .await
+        }));
+    }
+    let mut waits = Vec::new();
+    for t in tasks {
+        waits.push(t.await.unwrap().unwrap());
+    }
+    assert_eq!(
+        counter.get() - calls_before,
+        40,
+        "one UpdateItem per reservation, however contended"
+    );
+    waits.sort();
+    assert!(
+        waits[..10].iter().all(Duration::is_zero),
+        "the first ten go now: {waits:?}"
+    );
+    for (k, wait) in waits[10..].iter().enumerate() {
+        // The k-th waiter's turn is (k + 1) * 6 s away, less the little time the test itself took.
+        let turn = Duration::from_secs(6 * (k as u64 + 1));
+        assert!(
+            *wait <= turn && *wait + Duration::from_secs(3) >= turn,
+            "waiter {k}: {wait:?} vs {turn:?}"
+        );
+    }
+
+    // A turn past the caller's patience is refused and given back: the next caller's turn is unchanged.
+    let probe = limiters[0]
+        .reserve("crm:fub:account", rate, 1, Duration::from_secs(1))
+        .await;
+    let Err(crmsync_adapters::limiter::LimiterError::WaitTooLong(too_long)) = probe else {
+        panic!("expected WaitTooLong, got {probe:?}");
+    };
+    let next = limiters[1]
+        .reserve("crm:fub:account", rate, 1, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert!(
+        next <= too_long && next + Duration::from_secs(1) >= too_long,
+        "{next:?} vs {too_long:?}"
+    );
+}

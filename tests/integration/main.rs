@@ -3,7 +3,9 @@
 
 mod common;
 mod env;
+mod integrations;
 mod limiter;
 mod pull;
+mod push;
 mod secrets;
 mod store;

@@ -362,6 +362,9 @@ pub struct FaultConfig {
     /// Errors and drops happen after the request was processed (default: before, so the
     /// request had no effect).
     pub after_processing: bool,
+    /// The next this-many API requests are answered 503 (counted down, then the rates apply):
+    /// a CRM that fails a known number of times and recovers.
+    pub fail_next: u32,
 }
 
 impl Default for FaultConfig {
@@ -375,6 +378,7 @@ impl Default for FaultConfig {
             truncate_rate: 0.0,
             seed: None,
             after_processing: false,
+            fail_next: 0,
         }
     }
 }

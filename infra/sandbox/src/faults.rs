@@ -47,12 +47,20 @@ impl FaultState {
             || c.drop_rate > 0.0
             || c.truncate_rate > 0.0
             || c.latency_ms > 0
+            || c.fail_next > 0
     }
 
     /// The fault for the next request and the latency to add.
     pub(crate) fn draw(&mut self) -> (Fault, u64) {
         if !self.active() {
             return (Fault::None, 0);
+        }
+        if self.cfg.fail_next > 0 {
+            self.cfg.fail_next -= 1;
+            return (
+                Fault::Error(StatusCode::SERVICE_UNAVAILABLE),
+                self.cfg.latency_ms,
+            );
         }
         let c = &self.cfg;
         let (latency, bands) = (

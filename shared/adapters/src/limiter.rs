@@ -86,6 +86,8 @@ pub enum LimiterError {
     Malformed(String),
     #[error("the bucket stayed contended for {0} attempts")]
     Contended(u32),
+    #[error("the next free slot is {0:?} away")]
+    WaitTooLong(Duration),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +225,97 @@ impl RateLimiter {
                 other => Err(LimiterError::Dynamo(dynamo_error_text(&other))),
             },
         }
+    }
+}
+
+/// Reservations for outbound pacing, where many callers wait their turn instead of being refused.
+///
+/// The item holds `base_mt` (milli-tokens at `ts`) and `used_mt` (milli-tokens taken since).
+/// A reservation is ONE unconditional `UpdateItem` (`ADD used_mt`), so any number of concurrent
+/// callers each succeed with one call; the answer tells each caller how long to wait for its turn:
+/// available = min(capacity, base + refill since `ts`) − consumed. When the bucket has been left alone
+/// for a period, the first caller folds the refill into `base` (a conditional write; losing that race
+/// is harmless), so an idle bucket never earns more than its capacity.
+impl RateLimiter {
+    /// Reserves `cost` tokens of bucket `key` and returns how long to wait before using them (zero:
+    /// go now). A reservation whose wait would exceed `max_wait` is given back and reported as
+    /// `Err(LimiterError::WaitTooLong(wait))`.
+    pub async fn reserve(
+        &self,
+        key: &str,
+        rate: Rate,
+        cost: u32,
+        max_wait: Duration,
+    ) -> Result<Duration, LimiterError> {
+        let cost_milli = i64::from(cost) * 1000;
+        let now = now_ms();
+        let n = |v: i64| AttributeValue::N(v.to_string());
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(key.to_owned()))
+            .update_expression(
+                "SET base_mt = if_not_exists(base_mt, :cap), ts = if_not_exists(ts, :now), expires_at = :exp \
+                 ADD used_mt :cost",
+            )
+            .expression_attribute_values(":cap", n(rate.capacity_milli()))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":exp", n(now / 1000 + 2 * rate.period.as_secs() as i64 + 3600))
+            .expression_attribute_values(":cost", n(cost_milli))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| LimiterError::Dynamo(dynamo_error_text(&e.into_service_error())))?;
+        let item = out
+            .attributes()
+            .ok_or_else(|| LimiterError::Malformed("no attributes returned".into()))?;
+        let num = |name: &str| -> Result<i64, LimiterError> {
+            match item.get(name) {
+                Some(AttributeValue::N(v)) => v
+                    .parse()
+                    .map_err(|_| LimiterError::Malformed(format!("{name} is not an integer"))),
+                _ => Err(LimiterError::Malformed(format!("{name} is missing"))),
+            }
+        };
+        let (base, ts, consumed) = (num("base_mt")?, num("ts")?, num("used_mt")?);
+        let elapsed = now.max(ts) - ts;
+        let available = (base + rate.refill(elapsed)).min(rate.capacity_milli()) - consumed;
+        if elapsed >= rate.period_ms() {
+            // Fold the refill in, so idle time never counts for more than a full bucket.
+            let _ = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", AttributeValue::S(key.to_owned()))
+                .update_expression("SET base_mt = :base, ts = :now, used_mt = :zero")
+                .condition_expression("ts = :ts AND used_mt = :consumed")
+                .expression_attribute_values(":base", n(available))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":zero", n(0))
+                .expression_attribute_values(":ts", n(ts))
+                .expression_attribute_values(":consumed", n(consumed))
+                .send()
+                .await;
+        }
+        if available >= 0 {
+            return Ok(Duration::ZERO);
+        }
+        let wait = Duration::from_millis(rate.time_for(-available) as u64);
+        if wait > max_wait {
+            // Give the tokens back: the caller will not use them.
+            let _ = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", AttributeValue::S(key.to_owned()))
+                .update_expression("ADD used_mt :back")
+                .expression_attribute_values(":back", n(-cost_milli))
+                .send()
+                .await;
+            return Err(LimiterError::WaitTooLong(wait));
+        }
+        Ok(wait)
     }
 }
 

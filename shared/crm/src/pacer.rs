@@ -40,6 +40,8 @@ struct State {
     blocked: HashMap<String, Instant>,
     /// No call of any context before this instant (429 `Retry-After`).
     all: Option<Instant>,
+    /// Context → the limit the CRM advertises: requests per window.
+    advertised: HashMap<String, (u32, Duration)>,
 }
 
 impl Pacer {
@@ -79,6 +81,17 @@ impl Pacer {
             .map_or_else(|| DEFAULT_CONTEXT.to_owned(), str::to_owned);
         let mut st = self.state();
         st.route_context.insert(route, context.clone());
+        if let Some(limit) = header(headers, "x-ratelimit-limit").and_then(number) {
+            // FUB names its window; Lofty's is a minute (its headers give a reset time instead).
+            let window = header(headers, "x-ratelimit-window")
+                .and_then(number)
+                .map_or(DEFAULT_RESET, seconds)
+                .max(Duration::from_millis(1));
+            st.advertised.insert(
+                context.clone(),
+                (limit.min(f64::from(u32::MAX)) as u32, window),
+            );
+        }
         let Some(remaining) = header(headers, "x-ratelimit-remaining").and_then(number) else {
             return;
         };
@@ -98,6 +111,14 @@ impl Pacer {
         let until = now + wait.min(MAX_PACE);
         let slot = st.blocked.entry(context).or_insert(until);
         *slot = (*slot).max(until);
+    }
+
+    /// The most restrictive limit the CRM has advertised for this account (requests per window),
+    /// if any response carried `X-RateLimit-Limit`.
+    pub fn advertised_rate(&self) -> Option<(u32, Duration)> {
+        self.state().advertised.values().copied().min_by(|a, b| {
+            (f64::from(a.0) / a.1.as_secs_f64()).total_cmp(&(f64::from(b.0) / b.1.as_secs_f64()))
+        })
     }
 
     /// Blocks every route until `until` (a 429 with `Retry-After`).
@@ -268,5 +289,31 @@ mod tests {
             Some(Duration::from_secs(7))
         );
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
+    }
+
+    #[test]
+    fn the_most_restrictive_advertised_limit_wins() {
+        let p = Pacer::new();
+        assert_eq!(p.advertised_rate(), None);
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-limit", "250".parse().unwrap());
+        h.insert("x-ratelimit-remaining", "249".parse().unwrap());
+        h.insert("x-ratelimit-window", "10".parse().unwrap());
+        h.insert("x-ratelimit-context", "global".parse().unwrap());
+        p.observe("people.list", &h, Instant::now(), SystemTime::now());
+        assert_eq!(p.advertised_rate(), Some((250, Duration::from_secs(10))));
+        h.insert("x-ratelimit-limit", "50".parse().unwrap());
+        h.insert("x-ratelimit-context", "events".parse().unwrap());
+        p.observe("events.create", &h, Instant::now(), SystemTime::now());
+        assert_eq!(p.advertised_rate(), Some((50, Duration::from_secs(10))));
+        // Lofty: no window header, a minute.
+        let lofty = Pacer::new();
+        let mut h = HeaderMap::new();
+        h.insert("x-ratelimit-limit", "100".parse().unwrap());
+        lofty.observe("leads.list", &h, Instant::now(), SystemTime::now());
+        assert_eq!(
+            lofty.advertised_rate(),
+            Some((100, Duration::from_secs(60)))
+        );
     }
 }

@@ -40,6 +40,8 @@ pub struct App {
     pub settings: Settings,
     pub limiter: RateLimiter,
     pub http: CrmHttp,
+    /// First backoff between push attempts (doubles, with jitter). Tests shrink it.
+    pub push_backoff: Duration,
     secrets: SecretsProvider,
     ready: OnceCell<Ready>,
 }
@@ -75,6 +77,7 @@ impl App {
             settings,
             limiter,
             http,
+            push_backoff: Duration::from_millis(250),
             secrets,
             ready: OnceCell::new(),
         })
@@ -135,6 +138,8 @@ pub mod limits {
     pub const FETCH: Rate = Rate::per_minute(20);
     /// contacts-sync: 6 calls a minute per user.
     pub const SYNC: Rate = Rate::per_minute(6);
+    /// Connecting by API key (one CRM call each): 10 a minute per user.
+    pub const CONNECT: Rate = Rate::per_minute(10);
     /// Lifetime of an OAuth state (the cookie's Max-Age).
     pub const OAUTH_STATE_TTL: Duration = Duration::from_secs(600);
 }

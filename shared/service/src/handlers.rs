@@ -132,10 +132,27 @@ async fn contacts_sync_inner(app: &App, req: &lambda_http::Request) -> Result<Re
 }
 
 /// When to stop starting new pages: the Lambda's deadline less a margin.
-fn deadline(req: &lambda_http::Request) -> Option<Instant> {
+pub fn deadline(req: &lambda_http::Request) -> Option<Instant> {
     let ctx = req.lambda_context_ref()?;
     let now_ms = Utc::now().timestamp_millis();
     let left_ms = i64::try_from(ctx.deadline).ok()? - now_ms;
     let left = Duration::from_millis(left_ms.max(0) as u64).saturating_sub(DEADLINE_MARGIN);
     Some(Instant::now() + left)
+}
+
+/// `integrations` function.
+pub async fn integrations(app: &App, req: lambda_http::Request) -> Response {
+    respond(crate::integrations::handle(app, &req).await)
+}
+/// `sync-logs` function.
+pub async fn sync_logs(app: &App, req: lambda_http::Request) -> Response {
+    respond(crate::integrations::logs(app, &req).await)
+}
+/// `lead-webhook` function.
+pub async fn lead_webhook(app: &App, req: lambda_http::Request) -> Response {
+    respond(crate::push::webhook(app, &req).await)
+}
+/// `integration-sync` function.
+pub async fn integration_sync(app: &App, req: lambda_http::Request) -> Response {
+    respond(crate::push::integration_sync(app, &req).await)
 }

@@ -5,8 +5,10 @@
 pub mod app;
 pub mod credentials;
 pub mod handlers;
+pub mod integrations;
 pub mod oauth_flow;
 pub mod pull;
+pub mod push;
 pub mod web;
 
 pub use app::{App, Ready, StartupError};

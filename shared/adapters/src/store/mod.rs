@@ -15,9 +15,18 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::vault::Sealed;
 
+mod integrations;
+mod push;
 mod sync;
 mod tx;
 
+pub use integrations::{
+    IntegrationPatch, IntegrationView, LogCursor, SyncLogPage, SyncLogRecord, UserStatus,
+};
+pub use push::{
+    Accepted, ClaimedDelivery, DeliveryOutcome, MAX_DELIVERY_ATTEMPTS, NewLeadEvent,
+    PAUSE_AFTER_FAILURES,
+};
 pub use sync::{Direction, LockedIntegration, LogStatus, NewSyncLog, SyncLease, Trigger};
 pub use tx::OwnedTx;
 

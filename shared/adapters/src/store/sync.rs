@@ -345,7 +345,7 @@ impl Store {
     }
 }
 
-async fn insert_log_in(
+pub(crate) async fn insert_log_in(
     tx: &deadpool_postgres::Transaction<'_>,
     user: Uuid,
     log: &NewSyncLog,

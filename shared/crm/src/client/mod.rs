@@ -64,6 +64,12 @@ impl CrmClient {
         self.provider
     }
 
+    /// The most restrictive limit this CRM account has advertised in its rate-limit headers
+    /// (requests per window), once a response carried them.
+    pub fn advertised_rate(&self) -> Option<(u32, std::time::Duration)> {
+        self.pacer.advertised_rate()
+    }
+
     /// One page of raw contact records in ascending update order. The caller maps them with
     /// `crmsync_domain::map_record` and filters with `cursor.admits`.
     ///
