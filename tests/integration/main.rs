@@ -7,5 +7,6 @@ mod integrations;
 mod limiter;
 mod pull;
 mod push;
+mod schedule;
 mod secrets;
 mod store;

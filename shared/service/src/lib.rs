@@ -9,6 +9,7 @@ pub mod integrations;
 pub mod oauth_flow;
 pub mod pull;
 pub mod push;
+pub mod schedule;
 pub mod web;
 
 pub use app::{App, Ready, StartupError};
@@ -23,6 +24,17 @@ where
     let app: &'static App = Box::leak(Box::new(App::from_env().await?));
     lambda_http::run(lambda_http::service_fn(move |req| async move {
         Ok::<_, std::convert::Infallible>(handler(app, req).await)
+    }))
+    .await
+}
+
+/// Runs the `scheduled-sync` function: logging set up for Lambda, the [`App`] built once, every
+/// EventBridge event to [`schedule::handle`].
+pub async fn run_schedule() -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let app: &'static App = Box::leak(Box::new(App::from_env().await?));
+    lambda_runtime::run(lambda_runtime::service_fn(move |event| {
+        schedule::handle(app, event)
     }))
     .await
 }

@@ -130,7 +130,8 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("cannot find a free port on 127.0.0.1: {e}"))
 }
 
-fn wait_for_port(port: u16, timeout: Duration) -> bool {
+/// Waits until something listens on 127.0.0.1:`port`; `false` after `timeout`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -180,107 +181,191 @@ fn pg_command(root: bool, binary: &Path) -> Command {
     }
 }
 
-fn start_postgres() -> PgCluster {
-    let initdb = pg_binary("initdb").unwrap_or_else(|| panic!("{INSTALL_POSTGRES}"));
-    let pg_ctl = pg_binary("pg_ctl").unwrap_or_else(|| panic!("{INSTALL_POSTGRES}"));
-    let root = is_root();
+/// A Postgres server started from a data directory (see [`start_postgres_at`]).
+#[derive(Debug)]
+pub struct PgServer {
+    pub port: u16,
+    data: PathBuf,
+    socket_dir: PathBuf,
+    pg_ctl: PathBuf,
+    root: bool,
+}
 
+impl PgServer {
+    /// The superuser URL of database `db`.
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// Stops the server (fast shutdown), keeping its data.
+    pub fn stop(&self) {
+        let _ = pg_command(self.root, &self.pg_ctl)
+            .args(["-D"])
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "stop"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// The directory of the server's Unix socket and `server.log`.
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+}
+
+/// Starts a Postgres server on `port` with its cluster in `dir/data` (made by `initdb` the first
+/// time; superuser `postgres`, trust auth, loopback only). Works as root through the `postgres` OS
+/// user. `durable: false` turns fsync off (tests). Errors are sentences that say what to do.
+pub fn start_postgres_at(dir: &Path, port: u16, durable: bool) -> Result<PgServer, String> {
+    let initdb = pg_binary("initdb").ok_or(INSTALL_POSTGRES)?;
+    let pg_ctl = pg_binary("pg_ctl").ok_or(INSTALL_POSTGRES)?;
+    let root = is_root();
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if root {
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir)
+            .status();
+        if !matches!(chown, Ok(s) if s.success()) {
+            return Err(format!(
+                "cannot hand {} to the `postgres` OS user (initdb refuses to run as root); {INSTALL_POSTGRES}",
+                dir.display()
+            ));
+        }
+    }
+    let data = dir.join("data");
+    if !data.join("PG_VERSION").is_file() {
+        let out = pg_command(root, &initdb)
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "-D",
+            ])
+            .arg(&data)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run initdb: {e}; {INSTALL_POSTGRES}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "initdb failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    let fast = if durable {
+        ""
+    } else {
+        " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    };
+    let options = format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB{fast}",
+        dir.display()
+    );
+    let status = pg_command(root, &pg_ctl)
+        .args(["-w", "-t", "30", "-D"])
+        .arg(&data)
+        .args(["-o", &options, "-l"])
+        .arg(dir.join("server.log"))
+        .arg("start")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run pg_ctl: {e}; {INSTALL_POSTGRES}"))?;
+    if !status.success() || !wait_for_port(port, Duration::from_secs(10)) {
+        let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        return Err(format!(
+            "Postgres did not start on port {port}; the end of its log:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
+    Ok(PgServer {
+        port,
+        data,
+        socket_dir: dir.to_owned(),
+        pg_ctl,
+        root,
+    })
+}
+
+fn start_postgres() -> PgCluster {
     let dir = std::env::temp_dir().join(format!(
         "crmsync-pg-{}-{}",
         std::process::id(),
         uuid::Uuid::new_v4().simple()
     ));
-    std::fs::create_dir_all(&dir)
-        .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    if root {
-        let status = Command::new("chown")
-            .args(["postgres:postgres"])
-            .arg(&dir)
-            .status();
-        if !matches!(status, Ok(s) if s.success()) {
-            panic!(
-                "cannot hand {} to the `postgres` OS user (initdb refuses to run as root); \
-                 {INSTALL_POSTGRES}",
-                dir.display()
-            );
-        }
-    }
-    let data = dir.join("data");
-
-    let out = pg_command(root, &initdb)
-        .args([
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "-D",
-        ])
-        .arg(&data)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run initdb: {e}; {INSTALL_POSTGRES}"));
-    if !out.status.success() {
-        panic!(
-            "initdb failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
     // A port can be taken between choosing and binding: try a few.
+    let mut last_error = String::new();
     for _ in 0..5 {
-        let port = free_port();
-        let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB",
-            dir.display()
-        );
-        let status = pg_command(root, &pg_ctl)
-            .args(["-w", "-t", "30", "-D"])
-            .arg(&data)
-            .args(["-o", &options, "-l"])
-            .arg(dir.join("server.log"))
-            .arg("start")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run pg_ctl: {e}; {INSTALL_POSTGRES}"));
-        if status.success() && wait_for_port(port, Duration::from_secs(10)) {
-            let stop = format!(
-                "{} -D '{}' stop -m immediate >/dev/null 2>&1",
-                pg_ctl.display(),
-                data.display()
-            );
-            let stop = if root {
-                format!("runuser -u postgres -- {stop}")
-            } else {
-                stop
-            };
-            watchdog(&format!("{stop}; rm -rf '{}'", dir.display()));
-            return PgCluster { port, dir };
+        match start_postgres_at(&dir, free_port(), false) {
+            Ok(server) => {
+                let stop = format!(
+                    "{} -D '{}' stop -m immediate >/dev/null 2>&1",
+                    server.pg_ctl.display(),
+                    server.data.display()
+                );
+                let stop = if server.root {
+                    format!("runuser -u postgres -- {stop}")
+                } else {
+                    stop
+                };
+                watchdog(&format!("{stop}; rm -rf '{}'", dir.display()));
+                return PgCluster {
+                    port: server.port,
+                    dir,
+                };
+            }
+            Err(e) => last_error = e,
         }
     }
-    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-    panic!("Postgres did not start; its log says:\n{log}");
+    panic!("{last_error}");
+}
+
+/// Runs moto serving one request at a time. moto's DynamoDB checks a `ConditionExpression` and then
+/// writes without a lock, so under `moto_server`'s threaded server two concurrent conditional writes
+/// can both pass (and concurrent `ADD`s can be lost); DynamoDB itself is atomic per item. Serving
+/// requests one after the other gives the emulator the same atomicity. (HTTP/1.0: one request per
+/// connection, so no client holds the server.)
+const MOTO_LAUNCHER: &str = r#"
+import os, sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+host, port = sys.argv[1], int(sys.argv[2])
+os.environ.setdefault("MOTO_PORT", str(port))
+run_simple(host, port, DomainDispatcherApplication(create_backend_app), threaded=False)
+"#;
+
+/// The command that starts moto on `host:port`, serving one request at a time (see above).
+pub fn moto_command(host: &str, port: u16) -> Command {
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", MOTO_LAUNCHER, host, &port.to_string()]);
+    cmd
 }
 
 fn start_moto() -> Moto {
     for _ in 0..5 {
         let port = free_port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let child = moto_command("127.0.0.1", port)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
         let mut child = match child {
             Ok(c) => c,
-            Err(e) => panic!("cannot run moto_server ({e}); {INSTALL_MOTO}"),
+            Err(e) => panic!("cannot run python3 ({e}); {INSTALL_MOTO}"),
         };
         watchdog(&format!("kill {} 2>/dev/null", child.id()));
         if wait_for_port(port, Duration::from_secs(30)) {
@@ -291,7 +376,7 @@ fn start_moto() -> Moto {
         let _ = child.kill();
         let _ = child.wait();
     }
-    panic!("moto_server did not start listening; {INSTALL_MOTO}");
+    panic!("moto did not start listening (is it installed for python3?); {INSTALL_MOTO}");
 }
 
 /// Runs `cleanup` (a shell command) once this process has exited. The watchdog is its own process group,

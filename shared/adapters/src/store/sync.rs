@@ -345,6 +345,24 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Every active integration of every user, least recently synced first: for the scheduled run,
+    /// which works across users. Runs as the table owner (Row Level Security does not apply).
+    pub async fn active_integrations_all(&self) -> Result<Vec<IntegrationRecord>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query(
+                &format!(
+                    "SELECT {INTEGRATION_COLUMNS} FROM crm_integrations WHERE status = 'active'
+                      ORDER BY last_sync_at NULLS FIRST, id"
+                ),
+                &[],
+            )
+            .await?;
+        rows.iter().map(integration_from_row).collect()
+    }
+}
+
 pub(crate) async fn insert_log_in(
     tx: &deadpool_postgres::Transaction<'_>,
     user: Uuid,

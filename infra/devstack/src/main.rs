@@ -1,0 +1,661 @@
+//! `crmsync-dev`: the local stack, and the demo that runs the main job on it.
+//!
+//! * `crmsync-dev dev` starts Postgres (its cluster kept in `.dev/pg`), moto with the rate-limit table
+//!   and the configuration secret, the CRM sandbox, and `cargo lambda watch` serving every function at
+//!   the same paths as API Gateway; prints the URLs and a dev JWT; stops everything on Ctrl-C.
+//! * `crmsync-dev demo` starts the same stack, connects REX and Follow Up Boss through their OAuth
+//!   flows and Lofty by API key, syncs contacts from each, posts a lead to the webhook and shows it
+//!   arriving in the three CRMs, prints the sync logs, stops the stack and exits 0.
+//!
+//! No AWS account and no CRM credentials are needed: AWS is moto, the CRMs are the sandbox.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crm_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const PG_PORT: u16 = 54329;
+const MOTO_PORT: u16 = 5055;
+const SANDBOX_PORT: u16 = 8787;
+const API_PORT: u16 = 9000;
+const SECRET_ID: &str = "crmsync/dev";
+const TABLE: &str = "crmsync-dev-rate-limits";
+const DATABASE: &str = "crmsync";
+/// The dev user every printed JWT and demo call acts as.
+const DEV_USER: &str = "00000000-0000-4000-8000-00000000d3e0";
+/// The functions, as `cargo lambda watch` serves them.
+const FUNCTIONS: [&str; 10] = [
+    "oauth-start",
+    "oauth-callback",
+    "auth-status",
+    "contacts-fetch",
+    "contacts-sync",
+    "integrations",
+    "integration-sync",
+    "sync-logs",
+    "lead-webhook",
+    "scheduled-sync",
+];
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// Prints a step and how long it took.
+async fn step<T, F: std::future::Future<Output = Result<T, Error>>>(
+    what: &str,
+    f: F,
+) -> Result<T, Error> {
+    println!("→ {what}…");
+    let started = Instant::now();
+    let out = f.await?;
+    println!("  ✓ {what} ({:.1} s)", started.elapsed().as_secs_f64());
+    Ok(out)
+}
+
+/// What `dev` and `demo` start; stopped (in reverse) when dropped, even on an error.
+struct Stack {
+    pg: crmsync_testkit::PgServer,
+    moto: Child,
+    sandbox: Option<SandboxHandle>,
+    watch: Option<Child>,
+    secrets: Value,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        println!("→ stopping the stack…");
+        if let Some(mut watch) = self.watch.take() {
+            // Its own process group: the functions it started stop with it.
+            let group = format!("-{}", watch.id());
+            let _ = Command::new("kill").args(["-INT", "--", &group]).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = watch.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = watch.wait();
+        }
+        drop(self.sandbox.take());
+        let _ = self.moto.kill();
+        let _ = self.moto.wait();
+        self.pg.stop();
+        println!("  ✓ stopped");
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes.div_ceil(16))
+        .map(|_| Uuid::new_v4().simple().to_string())
+        .collect::<String>()[..bytes * 2]
+        .to_owned()
+}
+
+/// The dev secret, made once and kept in `.dev/secrets.json` (the database keeps data sealed with it).
+fn dev_secrets(dir: &Path) -> Result<Value, Error> {
+    let path = dir.join("secrets.json");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return Ok(serde_json::from_str(&text)?);
+    }
+    use base64::Engine as _;
+    let webhook = base64::engine::general_purpose::STANDARD.encode(random_hex(24));
+    let secrets = json!({
+        "database_url": format!("postgres://postgres@127.0.0.1:{PG_PORT}/{DATABASE}?sslmode=disable"),
+        "jwt_secret": format!("dev-{}", random_hex(24)),
+        "encryption_key": random_hex(32),
+        "webhook_secret": format!("whsec_{webhook}"),
+        "rex_client_id": "sandbox-rex-client",
+        "rex_client_secret": "sandbox-rex-secret",
+        "followupboss_client_id": "sandbox-fub-client",
+        "followupboss_client_secret": "sandbox-fub-secret",
+        "followupboss_system": "crmsync",
+        "followupboss_system_key": "sandbox-system-key",
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&secrets)?)?;
+    Ok(secrets)
+}
+
+fn env_file(dir: &Path) -> Result<PathBuf, Error> {
+    let path = dir.join("lambda.env");
+    let vars = [
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{MOTO_PORT}")),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_DEFAULT_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "dev".into()),
+        ("AWS_SECRET_ACCESS_KEY", "dev".into()),
+        ("APP_SECRET_ID", SECRET_ID.into()),
+        ("RATE_LIMIT_TABLE", TABLE.into()),
+        (
+            "CRM_SANDBOX_URL",
+            format!("http://127.0.0.1:{SANDBOX_PORT}"),
+        ),
+        ("REX_MOCK", "1".into()),
+        (
+            "NEXT_PUBLIC_BASE_URL",
+            format!("http://127.0.0.1:{API_PORT}"),
+        ),
+        (
+            "POST_CONNECT_URL",
+            format!("http://127.0.0.1:{API_PORT}/dashboard/integrations"),
+        ),
+        (
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        ),
+    ];
+    let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+async fn aws(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "dev", "dev", None, None, "static",
+        ))
+        .load()
+        .await
+}
+
+/// Starts everything but `cargo lambda watch`.
+async fn start_services(dir: &Path, seed: bool) -> Result<Stack, Error> {
+    let secrets = dev_secrets(dir)?;
+    let pg = step(
+        &format!("starting Postgres on 127.0.0.1:{PG_PORT} (cluster in .dev/pg)"),
+        async {
+            Ok(crmsync_testkit::start_postgres_at(
+                &dir.join("pg"),
+                PG_PORT,
+                true,
+            )?)
+        },
+    )
+    .await?;
+    let moto = crmsync_testkit::moto_command("127.0.0.1", MOTO_PORT)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let moto = match moto {
+        Ok(child) => child,
+        Err(e) => {
+            pg.stop();
+            return Err(format!(
+                "cannot run python3 for moto ({e}): install it with `pip install 'moto[server]'`"
+            )
+            .into());
+        }
+    };
+    let mut stack = Stack {
+        pg,
+        moto,
+        sandbox: None,
+        watch: None,
+        secrets,
+    };
+
+    step("migrating the database", async {
+        let admin = crmsync_testkit::connect(&stack.pg.url("postgres")).await;
+        let exists = admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DATABASE])
+            .await?;
+        if exists.is_none() {
+            admin
+                .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
+                .await?;
+        }
+        let store = crmsync_adapters::store::Store::connect(&stack.pg.url(DATABASE), 2)?;
+        store.migrate().await?;
+        Ok(())
+    })
+    .await?;
+
+    step(
+        &format!("starting moto on 127.0.0.1:{MOTO_PORT} (table {TABLE}, secret {SECRET_ID})"),
+        async {
+            if !crmsync_testkit::wait_for_port(MOTO_PORT, Duration::from_secs(30)) {
+                return Err("moto_server did not start listening".into());
+            }
+            let conf = aws(&format!("http://127.0.0.1:{MOTO_PORT}")).await;
+            create_table(&aws_sdk_dynamodb::Client::new(&conf)).await?;
+            aws_sdk_secretsmanager::Client::new(&conf)
+                .create_secret()
+                .name(SECRET_ID)
+                .secret_string(stack.secrets.to_string())
+                .send()
+                .await?;
+            Ok(())
+        },
+    )
+    .await?;
+
+    let sandbox = step(
+        &format!("starting the CRM sandbox on 127.0.0.1:{SANDBOX_PORT}"),
+        async {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", SANDBOX_PORT)).await?;
+            let sandbox = Sandbox::spawn_on(
+                listener,
+                SandboxConfig {
+                    auto_approve: true,
+                    ..Default::default()
+                },
+            )?;
+            if seed {
+                use crm_sandbox::config::Provider as P;
+                for (p, count) in [(P::Rex, 2_000), (P::Fub, 2_000), (P::Lofty, 1_000)] {
+                    sandbox.seed(p, 42, count);
+                }
+            }
+            Ok(sandbox)
+        },
+    )
+    .await?;
+    stack.sandbox = Some(sandbox);
+    Ok(stack)
+}
+
+async fn create_table(client: &aws_sdk_dynamodb::Client) -> Result<(), Error> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        TimeToLiveSpecification,
+    };
+    client
+        .create_table()
+        .table_name(TABLE)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()?,
+        )
+        .send()
+        .await?;
+    client
+        .update_time_to_live()
+        .table_name(TABLE)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name("expires_at")
+                .enabled(true)
+                .build()?,
+        )
+        .send()
+        .await?;
+    Ok(())
+}
+
+/// Builds every function (so the first request does not wait for a compile), then starts
+/// `cargo lambda watch` serving them at the API paths of Cargo.toml's router.
+async fn start_functions(stack: &mut Stack, dir: &Path) -> Result<(), Error> {
+    let root = root();
+    step(
+        "building the functions (the first build takes a few minutes)",
+        async {
+            let mut build = Command::new("cargo");
+            build.arg("build").current_dir(&root);
+            for f in FUNCTIONS {
+                build.args(["-p", f]);
+            }
+            let status = build.status()?;
+            if !status.success() {
+                return Err("building the functions failed".into());
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    let env = env_file(dir)?;
+    step(&format!("starting cargo lambda watch on 127.0.0.1:{API_PORT}"), async {
+        use std::os::unix::process::CommandExt;
+        let log = std::fs::File::create(dir.join("watch.log"))?;
+        let child = Command::new("cargo")
+            .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &API_PORT.to_string(), "--env-file"])
+            .arg(&env)
+            .current_dir(&root)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot run cargo lambda watch ({e}): install it with `pip install cargo-lambda`"))?;
+        stack.watch = Some(child);
+        if !crmsync_testkit::wait_for_port(API_PORT, Duration::from_secs(60)) {
+            return Err("cargo lambda watch did not start listening (see .dev/watch.log)".into());
+        }
+        Ok(())
+    })
+    .await
+}
+
+fn dev_jwt(secrets: &Value, hours: u64) -> Result<String, Error> {
+    let secret = secrets["jwt_secret"]
+        .as_str()
+        .ok_or("jwt_secret missing from .dev/secrets.json")?;
+    let user = Uuid::parse_str(DEV_USER)?;
+    Ok(crmsync_adapters::auth::mint_token(
+        secret,
+        user,
+        hours * 3600,
+    )?)
+}
+
+fn banner(stack: &Stack) -> Result<String, Error> {
+    let jwt = dev_jwt(&stack.secrets, 24)?;
+    Ok(format!(
+        "\ncrmsync is running locally.\n\
+         \n  API (every function, API Gateway paths)  http://127.0.0.1:{API_PORT}/api/integrations\
+         \n  CRM sandbox (REX, Follow Up Boss, Lofty)  http://127.0.0.1:{SANDBOX_PORT}/_sandbox\
+         \n  Postgres                                  {}\
+         \n  moto (DynamoDB, Secrets Manager)          http://127.0.0.1:{MOTO_PORT}\
+         \n  function logs                             .dev/watch.log\
+         \n\n  dev user {DEV_USER}; JWT valid 24 h:\n  {jwt}\
+         \n\n  try:  curl -s -H 'Authorization: Bearer {jwt}' http://127.0.0.1:{API_PORT}/api/integrations\
+         \n        open http://127.0.0.1:{API_PORT}/api/integrations/rex/oauth/start with the cookie alto_admin={jwt}\n",
+        stack.pg.url(DATABASE)
+    ))
+}
+
+#[tokio::main]
+async fn main() {
+    let command = std::env::args().nth(1).unwrap_or_else(|| "dev".into());
+    let result = match command.as_str() {
+        "dev" => dev().await,
+        "demo" => demo().await,
+        other => Err(format!("unknown command `{other}`: use `dev` or `demo`").into()),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn dev_dir() -> Result<PathBuf, Error> {
+    let dir = root().join(".dev");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+async fn dev() -> Result<(), Error> {
+    let dir = dev_dir()?;
+    let mut stack = start_services(&dir, true).await?;
+    start_functions(&mut stack, &dir).await?;
+    println!("{}", banner(&stack)?);
+    println!("Ctrl-C stops everything.");
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+/// A small HTTP client for the demo: no redirects followed, cookies passed by hand.
+struct Api {
+    http: reqwest::Client,
+    jwt: String,
+    webhook_secret: String,
+}
+
+impl Api {
+    fn url(path: &str) -> String {
+        format!("http://127.0.0.1:{API_PORT}{path}")
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        cookies: &[String],
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response, Error> {
+        let mut cookie = format!("alto_admin={}", self.jwt);
+        for c in cookies {
+            cookie.push_str("; ");
+            cookie.push_str(c);
+        }
+        let mut req = self.http.request(method, url).header("cookie", cookie);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        Ok(req.send().await?)
+    }
+
+    async fn json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Error> {
+        let resp = self.call(method, &Self::url(path), &[], body).await?;
+        let status = resp.status();
+        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(format!("{path} answered {status}: {value}").into());
+        }
+        Ok(value)
+    }
+
+    /// The OAuth connect flow as a browser walks it: start, the CRM's consent (auto-approved by the
+    /// sandbox), the callback.
+    async fn connect_oauth(&self, provider: &str) -> Result<(), Error> {
+        let start = self
+            .call(
+                reqwest::Method::GET,
+                &Self::url(&format!("/api/integrations/{provider}/oauth/start")),
+                &[],
+                None,
+            )
+            .await?;
+        let location = header(&start, "location")?;
+        let state_cookie = start
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with("crm_oauth_state="))
+            .and_then(|c| c.split(';').next())
+            .ok_or("oauth-start set no state cookie")?
+            .to_owned();
+        let consent = self.http.get(&location).send().await?;
+        let back = header(&consent, "location")?;
+        let done = self
+            .call(reqwest::Method::GET, &back, &[state_cookie], None)
+            .await?;
+        let landed = header(&done, "location")?;
+        if !landed.contains(&format!("connected={provider}")) {
+            return Err(format!("connecting {provider} ended at {landed}").into());
+        }
+        Ok(())
+    }
+}
+
+fn header(resp: &reqwest::Response, name: &str) -> Result<String, Error> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            format!(
+                "{} answered {} without a {name} header",
+                resp.url(),
+                resp.status()
+            )
+            .into()
+        })
+}
+
+async fn demo() -> Result<(), Error> {
+    let started = Instant::now();
+    let dir = dev_dir()?;
+    let mut stack = start_services(&dir, true).await?;
+    start_functions(&mut stack, &dir).await?;
+    let api = Api {
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?,
+        jwt: dev_jwt(&stack.secrets, 1)?,
+        webhook_secret: stack.secrets["webhook_secret"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    };
+
+    step(
+        "connecting REX through OAuth (PKCE)",
+        api.connect_oauth("rex"),
+    )
+    .await?;
+    step(
+        "connecting Follow Up Boss through OAuth",
+        api.connect_oauth("followupboss"),
+    )
+    .await?;
+    step("connecting Lofty by API key", async {
+        let body = json!({"provider": "lofty", "apiKey": "sandbox-lofty-key", "riskThreshold": 20});
+        api.json(reqwest::Method::POST, "/api/integrations", Some(&body))
+            .await
+            .map(|_| ())
+    })
+    .await?;
+
+    for (provider, label) in [
+        ("rex", "REX"),
+        ("followupboss", "Follow Up Boss"),
+        ("lofty", "Lofty"),
+    ] {
+        let metrics = step(&format!("syncing contacts from {label}"), async {
+            api.json(
+                reqwest::Method::POST,
+                &format!("/api/integrations/{provider}/contacts/sync"),
+                None,
+            )
+            .await
+        })
+        .await?;
+        println!(
+            "    {label}: upserted {}, totalFetched {}, skipped {}, durationMs {}",
+            metrics["upserted"], metrics["totalFetched"], metrics["skipped"], metrics["durationMs"]
+        );
+    }
+
+    let lead_id = format!("demo-{}", Uuid::new_v4().simple());
+    let phone = "(415) 555-0199";
+    let lead = json!({"event": "lead.created", "lead": {
+        "id": lead_id, "userId": DEV_USER, "firstName": "Dana", "lastName": "Rivera", "phone": phone,
+        "email": "dana.rivera@example.com", "riskScore": 12, "source": "crmsync demo",
+        "tags": ["buyer"], "notes": "Wants a viewing on Saturday", "updatedAt": chrono_now()}});
+    let reply = step("posting a lead to the webhook", async {
+        let resp = api
+            .http
+            .post(Api::url("/api/webhooks/lead-created"))
+            .header("x-webhook-secret", &api.webhook_secret)
+            .json(&lead)
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        if status != reqwest::StatusCode::ACCEPTED {
+            return Err(format!("the webhook answered {status}: {body}").into());
+        }
+        Ok(body)
+    })
+    .await?;
+    println!("    202 {reply}");
+
+    let sandbox_url = |p: &str| format!("http://127.0.0.1:{SANDBOX_PORT}/_sandbox/{p}/records");
+    let wanted = crmsync_domain::PhoneNumber::parse(phone, crmsync_domain::Region::US)?;
+    for (p, label) in [
+        ("rex", "REX"),
+        ("fub", "Follow Up Boss"),
+        ("lofty", "Lofty"),
+    ] {
+        let records: Value = api.http.get(sandbox_url(p)).send().await?.json().await?;
+        let found: Vec<&Value> = records["records"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .filter(|r| {
+                        r["phones"].as_array().is_some_and(|ps| {
+                            ps.iter()
+                                .filter_map(Value::as_str)
+                                .any(|x| wanted.matches(x))
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        match found.as_slice() {
+            [one] => println!(
+                "    {label}: the lead is there as record {} \"{}\"",
+                one["id"], one["name"]
+            ),
+            other => {
+                return Err(
+                    format!("{label} has {} records with the lead's phone", other.len()).into(),
+                );
+            }
+        }
+    }
+
+    let logs = step(
+        "reading the sync logs",
+        api.json(
+            reqwest::Method::GET,
+            "/api/integrations/logs?limit=10",
+            None,
+        ),
+    )
+    .await?;
+    println!(
+        "    {:<25} {:<13} {:<5} {:<8} detail",
+        "when", "provider", "dir", "status"
+    );
+    for log in logs["logs"].as_array().into_iter().flatten() {
+        let detail = match log["direction"].as_str() {
+            Some("pull") => format!(
+                "upserted {}, totalFetched {}, durationMs {}",
+                log["metrics"]["upserted"],
+                log["metrics"]["totalFetched"],
+                log["metrics"]["durationMs"]
+            ),
+            _ => format!(
+                "{} lead {}",
+                log["action"].as_str().unwrap_or("-"),
+                log["leadId"].as_str().unwrap_or("-")
+            ),
+        };
+        println!(
+            "    {:<25} {:<13} {:<5} {:<8} {detail}",
+            log["createdAt"].as_str().unwrap_or("-"),
+            log["provider"].as_str().unwrap_or("-"),
+            log["direction"].as_str().unwrap_or("-"),
+            log["status"].as_str().unwrap_or("-"),
+        );
+    }
+    drop(stack);
+    println!(
+        "\ndemo finished in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn chrono_now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

@@ -1,0 +1,161 @@
+//! The scheduled run: every active integration of every user pulled (a busy one skipped), then the
+//! outbox drained; a run cut short by its deadline is finished by the next one.
+
+use std::time::{Duration, Instant};
+
+use crmsync_domain::Provider;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::env::{Env, Route, WEBHOOK_SECRET, sandbox_provider};
+
+#[tokio::test]
+async fn a_scheduled_run_pulls_every_integration_then_drains_the_outbox() {
+    let env = Env::start().await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    env.sandbox
+        .seed(sandbox_provider(Provider::FollowUpBoss), 1, 300);
+    env.sandbox.seed(sandbox_provider(Provider::Rex), 2, 200);
+    env.sandbox.seed(sandbox_provider(Provider::Lofty), 3, 100);
+    env.connect(alice, Provider::FollowUpBoss).await;
+    env.connect(alice, Provider::Lofty).await;
+    env.connect(bob, Provider::Rex).await;
+
+    // A lead Lofty could not take when it came in.
+    let down = crm_sandbox::FaultConfig {
+        error_rate: 1.0,
+        ..Default::default()
+    };
+    env.sandbox
+        .set_faults(sandbox_provider(Provider::Lofty), down)
+        .unwrap();
+    let body = json!({"event": "lead.created", "lead": {"id": "S-1", "userId": alice, "firstName": "Sam",
+        "lastName": "Later", "phone": "+14155550777", "riskScore": 4, "updatedAt": "2026-11-01T10:00:00Z"}})
+    .to_string();
+    let reply = env
+        .send(
+            Route::LeadWebhook,
+            "POST",
+            "/api/webhooks/lead-created",
+            "",
+            &[],
+            &[("x-webhook-secret", WEBHOOK_SECRET)],
+            Some(body.as_bytes()),
+        )
+        .await;
+    assert_eq!(
+        reply.body["pushed"], 1,
+        "Follow Up Boss took it: {:?}",
+        reply.body
+    );
+    assert_eq!(reply.body["failed"], 1, "Lofty did not");
+    env.sandbox
+        .set_faults(sandbox_provider(Provider::Lofty), Default::default())
+        .unwrap();
+    let admin = crmsync_testkit::connect(&env.db.url).await;
+    admin
+        .execute(
+            "UPDATE push_deliveries SET next_attempt_at = now() WHERE status = 'pending'",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let report =
+        crmsync_service::schedule::run(&env.app, Instant::now() + Duration::from_secs(120))
+            .await
+            .unwrap();
+    assert_eq!(report.integrations, 3);
+    assert_eq!(report.synced, 3, "{report:?}");
+    assert_eq!((report.busy, report.failed, report.partial), (0, 0, 0));
+    assert_eq!(report.pushed, 1, "the waiting Lofty delivery went out");
+    assert!(!env.store.list_contacts(alice).await.unwrap().is_empty());
+    assert!(!env.store.list_contacts(bob).await.unwrap().is_empty());
+    let triggers: Vec<String> = admin
+        .query(
+            "SELECT DISTINCT trigger FROM crm_sync_logs WHERE direction = 'pull'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(triggers, ["schedule"]);
+
+    // An integration already syncing is skipped, the rest go on.
+    let rex = env
+        .store
+        .integration_by_provider(bob, Provider::Rex)
+        .await
+        .unwrap()
+        .unwrap();
+    let lease = env.store.try_lock_sync(bob, rex.id).await.unwrap().unwrap();
+    let report =
+        crmsync_service::schedule::run(&env.app, Instant::now() + Duration::from_secs(120))
+            .await
+            .unwrap();
+    assert_eq!((report.busy, report.synced), (1, 2), "{report:?}");
+    lease.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_run_cut_short_by_its_deadline_is_finished_by_the_next() {
+    let env = Env::start().await;
+    let user = Uuid::new_v4();
+    env.sandbox
+        .seed(sandbox_provider(Provider::FollowUpBoss), 8, 1_500);
+    env.connect(user, Provider::FollowUpBoss).await;
+    // Slow pages and a deadline that has passed: the run stops after its first page.
+    env.sandbox
+        .set_faults(
+            sandbox_provider(Provider::FollowUpBoss),
+            crm_sandbox::FaultConfig {
+                latency_ms: 30,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let report = crmsync_service::schedule::run(&env.app, Instant::now())
+        .await
+        .unwrap();
+    assert_eq!((report.partial, report.synced), (1, 0), "{report:?}");
+    let after_first = env.store.list_contacts(user).await.unwrap().len();
+    assert!(after_first > 0 && after_first < 1_000, "{after_first}");
+
+    env.sandbox
+        .set_faults(sandbox_provider(Provider::FollowUpBoss), Default::default())
+        .unwrap();
+    let report =
+        crmsync_service::schedule::run(&env.app, Instant::now() + Duration::from_secs(120))
+            .await
+            .unwrap();
+    assert_eq!(report.synced, 1, "{report:?}");
+    let rows = env.store.list_contacts(user).await.unwrap();
+    let reference = {
+        // The same data pulled in one go by a fresh user.
+        let other = Uuid::new_v4();
+        env.connect(other, Provider::FollowUpBoss).await;
+        let reply = env
+            .as_user(
+                other,
+                Route::ContactsSync,
+                "POST",
+                "/api/integrations/followupboss/contacts/sync",
+                "",
+            )
+            .await;
+        assert_eq!(reply.status, http::StatusCode::OK);
+        env.store.list_contacts(other).await.unwrap()
+    };
+    let phones = |rows: &[crmsync_adapters::store::StoredContact]| {
+        rows.iter()
+            .map(|r| (r.phone_number.clone(), r.name.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        phones(&rows),
+        phones(&reference),
+        "the resumed runs stored exactly what one run stores"
+    );
+}
