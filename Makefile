@@ -7,15 +7,31 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/crmsync/target
 export CARGO_TERM_COLOR ?= never
 
 PG_BIN := $(firstword $(wildcard /usr/lib/postgresql/*/bin))
+# The SAM CLI: the one on PATH, else the one `deps-python` installs. `sam validate` runs offline with
+# any region and dummy credentials.
+SAM_VENV := $(HOME)/.cache/crmsync/sam-venv
+SAM = $(shell command -v sam 2>/dev/null || echo "$(SAM_VENV)/bin/sam")
+SAM_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x SAM_CLI_TELEMETRY=0
 
-.PHONY: help test deps deps-postgres deps-python lint fmt sandbox
+.PHONY: help test deps deps-postgres deps-python deps-moto deps-lambda lint fmt sandbox dev demo migrate
 
 help:
-	@echo "make test     install test dependencies (moto, cfn-lint, Postgres) and run every test"
+	@echo "make demo     run the main job end to end on a local stack (no AWS account, no CRM credentials)"
+	@echo "make dev      run the local stack (Postgres, moto, CRM sandbox, every function) until Ctrl-C"
+	@echo "make test     install test dependencies (moto, cfn-lint, SAM CLI, Postgres) and run every test"
 	@echo "make lint     rustfmt and clippy, warnings denied"
 	@echo "make sandbox  run the CRM sandbox (REX, Follow Up Boss, Lofty) on 127.0.0.1:8787"
 
 ## Dependencies ------------------------------------------------------------------------------------
+
+# moto alone (the local stack needs neither cfn-lint nor the SAM CLI).
+deps-moto:
+	@command -v moto_server >/dev/null 2>&1 || { echo "moto: installing"; python3 -m pip install -q "moto[server]"; }
+
+# cargo-lambda (serves the functions locally), from PyPI, only where it is missing.
+deps-lambda:
+	@command -v cargo-lambda >/dev/null 2>&1 || { echo "cargo-lambda: installing"; python3 -m pip install -q cargo-lambda; }
+	@echo "cargo-lambda: found"
 
 deps: deps-postgres deps-python
 
@@ -28,11 +44,16 @@ deps-postgres:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
-# moto (AWS emulation) and cfn-lint, from PyPI, only where they are missing.
+# moto (AWS emulation), cfn-lint and the SAM CLI, from PyPI, only where they are missing. The SAM CLI
+# pins many packages (botocore among them), so it gets a virtualenv of its own next to the build cache.
 deps-python:
 	@command -v moto_server >/dev/null 2>&1 || { echo "moto: installing"; python3 -m pip install -q "moto[server]"; }
 	@command -v cfn-lint >/dev/null 2>&1 || { echo "cfn-lint: installing"; python3 -m pip install -q cfn-lint; }
-	@echo "moto, cfn-lint: found"
+	@command -v sam >/dev/null 2>&1 || [ -x "$(SAM_VENV)/bin/sam" ] || { \
+		echo "aws-sam-cli: installing into $(SAM_VENV)"; \
+		{ python3 -m venv "$(SAM_VENV)" && "$(SAM_VENV)/bin/python" -m pip install -q aws-sam-cli; } || \
+		{ rm -rf "$(SAM_VENV)"; python3 -m pip install -q aws-sam-cli; }; }
+	@echo "moto, cfn-lint, sam: found"
 
 ## Checks --------------------------------------------------------------------------------------------
 
@@ -40,6 +61,7 @@ TEST_LOG := $(CARGO_TARGET_DIR)/crmsync-test.log
 
 test: deps
 	cfn-lint template.yaml
+	$(SAM_OFFLINE) $(SAM) validate --lint </dev/null
 	@mkdir -p "$(CARGO_TARGET_DIR)"
 	@set -o pipefail; PATH="$(PATH):$(PG_BIN)" cargo test --workspace --locked 2>&1 | tee "$(TEST_LOG)"; \
 	status=$$?; \
@@ -57,3 +79,17 @@ fmt:
 
 sandbox:
 	cargo run --release --locked -p crm-sandbox -- --auto-approve
+
+## Local stack ---------------------------------------------------------------------------------------
+
+# Postgres (kept in .dev/pg), moto, the CRM sandbox and `cargo lambda watch` at the API Gateway paths.
+dev: deps-postgres deps-moto deps-lambda
+	PATH="$(PATH):$(PG_BIN)" cargo run -q --locked -p crmsync-devstack -- dev
+
+# The main job end to end on the local stack: connect the three CRMs, sync, push a lead, show the logs.
+demo: deps-postgres deps-moto deps-lambda
+	PATH="$(PATH):$(PG_BIN)" cargo run -q --locked -p crmsync-devstack -- demo
+
+# Applies infra/migrations to a deployed database: make migrate DATABASE_URL='postgres://…?sslmode=require'
+migrate:
+	cargo run -q --locked -p crmsync-devstack -- migrate

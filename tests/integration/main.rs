@@ -2,7 +2,9 @@
 //! started by `crmsync-testkit`). One test binary for all of them keeps link time down.
 
 mod common;
+mod deploy;
 mod env;
+mod events;
 mod integrations;
 mod limiter;
 mod pull;

@@ -23,22 +23,11 @@ const SANDBOX_PORT: u16 = 8787;
 const API_PORT: u16 = 9000;
 const SECRET_ID: &str = "crmsync/dev";
 const TABLE: &str = "crmsync-dev-rate-limits";
-const DATABASE: &str = "crmsync";
+/// The database of `dev` (kept between runs) and of `demo` (made afresh each run).
+const DEV_DATABASE: &str = "crmsync";
+const DEMO_DATABASE: &str = "crmsync_demo";
 /// The dev user every printed JWT and demo call acts as.
 const DEV_USER: &str = "00000000-0000-4000-8000-00000000d3e0";
-/// The functions, as `cargo lambda watch` serves them.
-const FUNCTIONS: [&str; 10] = [
-    "oauth-start",
-    "oauth-callback",
-    "auth-status",
-    "contacts-fetch",
-    "contacts-sync",
-    "integrations",
-    "integration-sync",
-    "sync-logs",
-    "lead-webhook",
-    "scheduled-sync",
-];
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -74,9 +63,9 @@ impl Drop for Stack {
     fn drop(&mut self) {
         println!("→ stopping the stack…");
         if let Some(mut watch) = self.watch.take() {
-            // Its own process group: the functions it started stop with it.
-            let group = format!("-{}", watch.id());
-            let _ = Command::new("kill").args(["-INT", "--", &group]).status();
+            // An interrupt makes cargo lambda watch stop the functions it started, then exit.
+            let pid = watch.id().to_string();
+            let _ = Command::new("kill").args(["-INT", &pid]).status();
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = watch.try_wait() {
@@ -84,7 +73,7 @@ impl Drop for Stack {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = watch.kill();
             let _ = watch.wait();
         }
         drop(self.sandbox.take());
@@ -111,7 +100,7 @@ fn dev_secrets(dir: &Path) -> Result<Value, Error> {
     use base64::Engine as _;
     let webhook = base64::engine::general_purpose::STANDARD.encode(random_hex(24));
     let secrets = json!({
-        "database_url": format!("postgres://postgres@127.0.0.1:{PG_PORT}/{DATABASE}?sslmode=disable"),
+        "database_url": format!("postgres://postgres@127.0.0.1:{PG_PORT}/{DEV_DATABASE}?sslmode=disable"),
         "jwt_secret": format!("dev-{}", random_hex(24)),
         "encryption_key": random_hex(32),
         "webhook_secret": format!("whsec_{webhook}"),
@@ -154,7 +143,11 @@ fn env_file(dir: &Path) -> Result<PathBuf, Error> {
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
         ),
     ];
-    let text: String = vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    // Quoted: values such as RUST_LOG filters contain `=` and `,`.
+    let text: String = vars
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"\n", v.replace('"', "\\\"")))
+        .collect();
     std::fs::write(&path, text)?;
     Ok(path)
 }
@@ -170,9 +163,36 @@ async fn aws(endpoint: &str) -> aws_config::SdkConfig {
         .await
 }
 
+/// Fails with a clear sentence if one of the stack's ports is taken (another stack, or a stray process).
+fn check_ports() -> Result<(), Error> {
+    for (port, what) in [
+        (PG_PORT, "Postgres"),
+        (MOTO_PORT, "moto"),
+        (SANDBOX_PORT, "the CRM sandbox"),
+        (API_PORT, "the API"),
+    ] {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Err(format!(
+                "port {port} (for {what}) is already in use: is another `make dev` running? Stop it first."
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// Starts everything but `cargo lambda watch`.
-async fn start_services(dir: &Path, seed: bool) -> Result<Stack, Error> {
-    let secrets = dev_secrets(dir)?;
+async fn start_services(
+    dir: &Path,
+    seed: bool,
+    database: &'static str,
+    fresh: bool,
+) -> Result<Stack, Error> {
+    check_ports()?;
+    let mut secrets = dev_secrets(dir)?;
+    secrets["database_url"] = json!(format!(
+        "postgres://postgres@127.0.0.1:{PG_PORT}/{database}?sslmode=disable"
+    ));
     let pg = step(
         &format!("starting Postgres on 127.0.0.1:{PG_PORT} (cluster in .dev/pg)"),
         async {
@@ -209,15 +229,20 @@ async fn start_services(dir: &Path, seed: bool) -> Result<Stack, Error> {
 
     step("migrating the database", async {
         let admin = crmsync_testkit::connect(&stack.pg.url("postgres")).await;
+        if fresh {
+            admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                .await?;
+        }
         let exists = admin
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&DATABASE])
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
             .await?;
         if exists.is_none() {
             admin
-                .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
+                .batch_execute(&format!("CREATE DATABASE {database}"))
                 .await?;
         }
-        let store = crmsync_adapters::store::Store::connect(&stack.pg.url(DATABASE), 2)?;
+        let store = crmsync_adapters::store::Store::connect(&stack.pg.url(database), 2)?;
         store.migrate().await?;
         Ok(())
     })
@@ -313,8 +338,8 @@ async fn start_functions(stack: &mut Stack, dir: &Path) -> Result<(), Error> {
         async {
             let mut build = Command::new("cargo");
             build.arg("build").current_dir(&root);
-            for f in FUNCTIONS {
-                build.args(["-p", f]);
+            for f in functions(&root)? {
+                build.args(["-p", &f]);
             }
             let status = build.status()?;
             if !status.success() {
@@ -329,7 +354,7 @@ async fn start_functions(stack: &mut Stack, dir: &Path) -> Result<(), Error> {
         use std::os::unix::process::CommandExt;
         let log = std::fs::File::create(dir.join("watch.log"))?;
         let child = Command::new("cargo")
-            .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &API_PORT.to_string(), "--env-file"])
+            .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &API_PORT.to_string(), "--timeout", "120", "--env-file"])
             .arg(&env)
             .current_dir(&root)
             .stdin(Stdio::null())
@@ -345,6 +370,19 @@ async fn start_functions(stack: &mut Stack, dir: &Path) -> Result<(), Error> {
         Ok(())
     })
     .await
+}
+
+/// The function crates: every directory of `functions/`.
+fn functions(root: &Path) -> Result<Vec<String>, Error> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(root.join("functions"))? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 fn dev_jwt(secrets: &Value, hours: u64) -> Result<String, Error> {
@@ -371,7 +409,7 @@ fn banner(stack: &Stack) -> Result<String, Error> {
          \n\n  dev user {DEV_USER}; JWT valid 24 h:\n  {jwt}\
          \n\n  try:  curl -s -H 'Authorization: Bearer {jwt}' http://127.0.0.1:{API_PORT}/api/integrations\
          \n        open http://127.0.0.1:{API_PORT}/api/integrations/rex/oauth/start with the cookie alto_admin={jwt}\n",
-        stack.pg.url(DATABASE)
+        stack.secrets["database_url"].as_str().unwrap_or_default()
     ))
 }
 
@@ -381,12 +419,31 @@ async fn main() {
     let result = match command.as_str() {
         "dev" => dev().await,
         "demo" => demo().await,
-        other => Err(format!("unknown command `{other}`: use `dev` or `demo`").into()),
+        "migrate" => migrate(std::env::args().nth(2)).await,
+        other => Err(format!(
+            "unknown command `{other}`: use `dev`, `demo` or `migrate <DATABASE_URL>`"
+        )
+        .into()),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
+}
+
+/// Applies `infra/migrations` to a database (a deployed one: `DATABASE_URL`, or the first argument),
+/// through refinery, as the functions expect them.
+async fn migrate(url: Option<String>) -> Result<(), Error> {
+    let url = url
+        .or_else(|| std::env::var("DATABASE_URL").ok())
+        .ok_or("give the database URL: `crmsync-dev migrate postgres://…` or DATABASE_URL")?;
+    step("applying infra/migrations", async {
+        crmsync_adapters::store::Store::connect(&url, 1)?
+            .migrate()
+            .await?;
+        Ok(())
+    })
+    .await
 }
 
 fn dev_dir() -> Result<PathBuf, Error> {
@@ -397,11 +454,20 @@ fn dev_dir() -> Result<PathBuf, Error> {
 
 async fn dev() -> Result<(), Error> {
     let dir = dev_dir()?;
-    let mut stack = start_services(&dir, true).await?;
+    let mut stack = start_services(&dir, true, DEV_DATABASE, false).await?;
     start_functions(&mut stack, &dir).await?;
     println!("{}", banner(&stack)?);
     println!("Ctrl-C stops everything.");
-    tokio::signal::ctrl_c().await?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut hup) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::hangup())?,
+    );
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+        _ = hup.recv() => {}
+    }
     Ok(())
 }
 
@@ -503,7 +569,7 @@ fn header(resp: &reqwest::Response, name: &str) -> Result<String, Error> {
 async fn demo() -> Result<(), Error> {
     let started = Instant::now();
     let dir = dev_dir()?;
-    let mut stack = start_services(&dir, true).await?;
+    let mut stack = start_services(&dir, true, DEMO_DATABASE, true).await?;
     start_functions(&mut stack, &dir).await?;
     let api = Api {
         http: reqwest::Client::builder()
@@ -603,7 +669,8 @@ async fn demo() -> Result<(), Error> {
         match found.as_slice() {
             [one] => println!(
                 "    {label}: the lead is there as record {} \"{}\"",
-                one["id"], one["name"]
+                one["id"],
+                one["name"].as_str().unwrap_or_default()
             ),
             other => {
                 return Err(

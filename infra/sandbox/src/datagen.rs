@@ -5,6 +5,14 @@
 use std::borrow::Cow;
 use std::fmt;
 
+/// Assigned US area codes (a sample across the country).
+const US_AREA_CODES: [u64; 60] = [
+    201, 202, 206, 210, 212, 213, 214, 215, 216, 248, 267, 281, 301, 303, 305, 310, 312, 313, 314,
+    317, 323, 404, 407, 408, 412, 415, 425, 469, 480, 503, 504, 512, 513, 602, 612, 615, 617, 619,
+    626, 646, 650, 702, 704, 713, 718, 720, 732, 773, 786, 801, 813, 818, 832, 858, 908, 913, 916,
+    917, 949, 972,
+];
+
 use crate::util::SplitMix64;
 
 /// A string that is usually one of the static tables (no allocation) and sometimes owned.
@@ -908,8 +916,12 @@ pub(crate) fn generate(seed: u64, count: usize, ordinal_base: u32, end_ms: i64) 
                     };
                 }
                 None => {
+                    // Real numbering plans: an assigned US area code and an exchange 2xx-9xx; AU
+                    // mobiles 04xx, AU landlines with a valid second digit per area (02 9, 03 9,
+                    // 07 3, 08 8); GB mobiles 07[45789], London landlines 020 [378]. Random digits
+                    // elsewhere make most numbers invalid, which real CRM data is not.
                     let (kind, nsn) = if country < 80 {
-                        let area = 201 + rng.below(789);
+                        let area = US_AREA_CODES[rng.below(US_AREA_CODES.len() as u64) as usize];
                         let exch = 200 + rng.below(800);
                         let line = rng.below(10_000);
                         (PH_US, area * 10_000_000 + exch * 10_000 + line)
@@ -917,13 +929,25 @@ pub(crate) fn generate(seed: u64, count: usize, ordinal_base: u32, end_ms: i64) 
                         if rng.chance(0.7) {
                             (PH_AU_MOBILE, 400_000_000 + rng.below(100_000_000))
                         } else {
-                            let d = [2u64, 3, 7, 8][rng.below(4) as usize];
-                            (PH_AU_LAND, d * 100_000_000 + rng.below(100_000_000))
+                            let (d, second) =
+                                [(2u64, 9u64), (3, 9), (7, 3), (8, 8)][rng.below(4) as usize];
+                            (
+                                PH_AU_LAND,
+                                d * 100_000_000 + second * 10_000_000 + rng.below(10_000_000),
+                            )
                         }
                     } else if rng.chance(0.75) {
-                        (PH_GB_MOBILE, 7_000_000_000 + rng.below(1_000_000_000))
+                        let second = [4u64, 5, 7, 8, 9][rng.below(5) as usize];
+                        (
+                            PH_GB_MOBILE,
+                            7_000_000_000 + second * 100_000_000 + rng.below(100_000_000),
+                        )
                     } else {
-                        (PH_GB_LAND, 2_000_000_000 + rng.below(100_000_000))
+                        let third = [3u64, 7, 8][rng.below(3) as usize];
+                        (
+                            PH_GB_LAND,
+                            2_000_000_000 + third * 10_000_000 + rng.below(10_000_000),
+                        )
                     };
                     rec.phone_kind = kind;
                     rec.nsn = nsn;

@@ -18,7 +18,8 @@ use crate::credentials::{crm_client, crm_error};
 use crate::web::{self, respond};
 use crate::{oauth_flow, pull};
 
-/// A sync stops at a page boundary once the Lambda has less than this left.
+/// A sync stops at a page boundary once the Lambda has less than this left (or a fifth of its time,
+/// when that is less: a function with a short timeout still gets most of it).
 const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
 fn rfc3339(t: Option<DateTime<Utc>>) -> Option<String> {
@@ -131,13 +132,22 @@ async fn contacts_sync_inner(app: &App, req: &lambda_http::Request) -> Result<Re
     Ok(json(StatusCode::OK, &metrics))
 }
 
-/// When to stop starting new pages: the Lambda's deadline less a margin.
+/// When to stop starting new pages: the Lambda's deadline less a margin. `None` when the runtime gave
+/// no usable deadline (local emulators send 0).
 pub fn deadline(req: &lambda_http::Request) -> Option<Instant> {
-    let ctx = req.lambda_context_ref()?;
+    deadline_from_ms(req.lambda_context_ref()?.deadline)
+}
+
+/// The instant to stop at for a Lambda deadline given in epoch milliseconds.
+pub fn deadline_from_ms(deadline_ms: u64) -> Option<Instant> {
     let now_ms = Utc::now().timestamp_millis();
-    let left_ms = i64::try_from(ctx.deadline).ok()? - now_ms;
-    let left = Duration::from_millis(left_ms.max(0) as u64).saturating_sub(DEADLINE_MARGIN);
-    Some(Instant::now() + left)
+    let left_ms = i64::try_from(deadline_ms).ok()? - now_ms;
+    tracing::debug!(left_ms, "time left before the Lambda deadline");
+    if left_ms < -60_000 {
+        return None;
+    }
+    let left = Duration::from_millis(left_ms.max(0) as u64);
+    Some(Instant::now() + left.saturating_sub(DEADLINE_MARGIN.min(left / 5)))
 }
 
 /// `integrations` function.

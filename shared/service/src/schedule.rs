@@ -20,8 +20,9 @@ use crate::{pull, push};
 pub const PULL_CONCURRENCY: usize = 4;
 /// Share of the run's time given to pulls; the rest drains the outbox.
 const PULL_SHARE: f64 = 0.7;
-/// Time kept back before the Lambda's deadline to finish cleanly.
-const DEADLINE_MARGIN: Duration = Duration::from_secs(15);
+/// How long a run may take when the runtime gives no deadline: a Lambda's longest timeout, less a
+/// margin.
+const LONGEST_RUN: Duration = Duration::from_secs(900 - 15);
 
 /// What a scheduled run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -107,15 +108,11 @@ pub async fn handle(
     app: &App,
     event: lambda_runtime::LambdaEvent<serde_json::Value>,
 ) -> Result<RunReport, lambda_runtime::Error> {
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let left = Duration::from_millis(
-        i64::try_from(event.context.deadline)
-            .unwrap_or(now_ms)
-            .saturating_sub(now_ms)
-            .max(0) as u64,
-    );
-    let deadline = Instant::now() + left.saturating_sub(DEADLINE_MARGIN);
-    // An error makes the scheduler retry (and, after its retries, dead-letter the event).
+    // No usable deadline (a local emulator): as if it had a Lambda's longest timeout.
+    let deadline = crate::handlers::deadline_from_ms(event.context.deadline)
+        .unwrap_or_else(|| Instant::now() + LONGEST_RUN);
+    // An error fails the invocation: Lambda retries it once, then sends the event to the dead-letter
+    // queue (template.yaml's EventInvokeConfig).
     Box::pin(run(app, deadline))
         .await
         .map_err(|e| lambda_runtime::Error::from(e.detail().to_owned()))
