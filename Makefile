@@ -13,7 +13,7 @@ SAM_VENV := $(HOME)/.cache/crmsync/sam-venv
 SAM = $(shell command -v sam 2>/dev/null || echo "$(SAM_VENV)/bin/sam")
 SAM_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x SAM_CLI_TELEMETRY=0
 
-.PHONY: help test deps deps-postgres deps-python deps-moto deps-lambda lint fmt sandbox dev demo migrate
+.PHONY: help test deps deps-postgres deps-python deps-moto deps-lambda lint fmt sandbox dev demo migrate bench
 
 help:
 	@echo "make demo     run the main job end to end on a local stack (no AWS account, no CRM credentials)"
@@ -21,6 +21,7 @@ help:
 	@echo "make test     install test dependencies (moto, cfn-lint, SAM CLI, Postgres) and run every test"
 	@echo "make lint     rustfmt and clippy, warnings denied"
 	@echo "make sandbox  run the CRM sandbox (REX, Follow Up Boss, Lofty) on 127.0.0.1:8787"
+	@echo "make bench    measure speed, cold start, memory, push pacing and size; writes docs/BENCHMARKS.md"
 
 ## Dependencies ------------------------------------------------------------------------------------
 
@@ -75,6 +76,21 @@ lint:
 fmt:
 	cargo fmt --all
 
+## Benchmarks --------------------------------------------------------------------------------------
+
+FUNCTIONS := $(sort $(patsubst functions/%/Cargo.toml,%,$(wildcard functions/*/Cargo.toml)))
+
+# Not part of CI. Release builds (each built once, then reused from the cache): every function and the
+# hello-world baseline as `cargo build --release` makes them, the CRM sandbox, the bench itself, and the
+# arm64 zips as `sam build` makes them; then crmsync-bench runs every benchmark and writes
+# docs/BENCHMARKS.md (see infra/bench).
+bench: deps-postgres deps-moto deps-lambda
+	cargo build --release --locked $(addprefix -p ,$(FUNCTIONS)) -p lambda-hello
+	cargo build --release --locked -p crm-sandbox
+	cargo build --release --locked -p crmsync-bench
+	cargo lambda build --release --arm64 --output-format zip --locked $(addprefix -p ,$(FUNCTIONS))
+	PATH="$(PATH):$(PG_BIN)" "$(CARGO_TARGET_DIR)/release/crmsync-bench" run --command "make bench"
+
 ## Local services ------------------------------------------------------------------------------------
 
 sandbox:
@@ -84,12 +100,12 @@ sandbox:
 
 # Postgres (kept in .dev/pg), moto, the CRM sandbox and `cargo lambda watch` at the API Gateway paths.
 dev: deps-postgres deps-moto deps-lambda
-	PATH="$(PATH):$(PG_BIN)" cargo run -q --locked -p crmsync-devstack -- dev
+	PATH="$(PATH):$(PG_BIN)" cargo run --locked -p crmsync-devstack -- dev
 
 # The main job end to end on the local stack: connect the three CRMs, sync, push a lead, show the logs.
 demo: deps-postgres deps-moto deps-lambda
-	PATH="$(PATH):$(PG_BIN)" cargo run -q --locked -p crmsync-devstack -- demo
+	PATH="$(PATH):$(PG_BIN)" cargo run --locked -p crmsync-devstack -- demo
 
 # Applies infra/migrations to a deployed database: make migrate DATABASE_URL='postgres://…?sslmode=require'
 migrate:
-	cargo run -q --locked -p crmsync-devstack -- migrate
+	cargo run --locked -p crmsync-devstack -- migrate
