@@ -217,6 +217,9 @@ impl RateLimiter {
         };
         match req.send().await {
             Ok(_) => Ok(None),
+            Err(err) if err.as_service_error().is_none() => {
+                Err(LimiterError::Dynamo(unreachable_text(&err)))
+            }
             Err(err) => match err.into_service_error() {
                 UpdateItemError::ConditionalCheckFailedException(e) => match e.item() {
                     Some(item) => Ok(Some(Some(parse_state(item)?))),
@@ -266,7 +269,13 @@ impl RateLimiter {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await
-            .map_err(|e| LimiterError::Dynamo(dynamo_error_text(&e.into_service_error())))?;
+            .map_err(|e| {
+                if e.as_service_error().is_none() {
+                    LimiterError::Dynamo(unreachable_text(&e))
+                } else {
+                    LimiterError::Dynamo(dynamo_error_text(&e.into_service_error()))
+                }
+            })?;
         let item = out
             .attributes()
             .ok_or_else(|| LimiterError::Malformed("no attributes returned".into()))?;
@@ -339,6 +348,9 @@ impl RateLimiter {
             .await;
         match result {
             Ok(_) => Ok(true),
+            Err(err) if err.as_service_error().is_none() => {
+                Err(LimiterError::Dynamo(unreachable_text(&err)))
+            }
             Err(err) => {
                 use aws_sdk_dynamodb::operation::put_item::PutItemError;
                 match err.into_service_error() {
@@ -370,6 +382,68 @@ fn parse_state(item: &HashMap<String, AttributeValue>) -> Result<BucketState, Li
         tokens: num("tokens")?,
         ts: num("ts")?,
     })
+}
+
+/// Creates the rate-limit table as `template.yaml` declares it (partition key `pk`, on-demand
+/// billing, TTL on `expires_at`). For local stacks, tests and benchmarks against moto; a deployment
+/// gets its table from the template.
+pub async fn create_table(client: &Client, name: &str) -> Result<(), LimiterError> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        TimeToLiveSpecification,
+    };
+    let built = |e: aws_sdk_dynamodb::error::BuildError| LimiterError::Dynamo(e.to_string());
+    let sent = |e: String| LimiterError::Dynamo(format!("cannot create table {name}: {e}"));
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(built)?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .map_err(built)?,
+        )
+        .send()
+        .await
+        .map_err(|e| sent(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()))?;
+    client
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name("expires_at")
+                .enabled(true)
+                .build()
+                .map_err(built)?,
+        )
+        .send()
+        .await
+        .map_err(|e| sent(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()))?;
+    Ok(())
+}
+
+/// Why a call got no answer from DynamoDB (no service error): without this the log said only
+/// "error: no message".
+fn unreachable_text<E, R>(err: &aws_sdk_dynamodb::error::SdkError<E, R>) -> String {
+    use aws_sdk_dynamodb::error::SdkError;
+    match err {
+        SdkError::TimeoutError(_) => "DynamoDB did not answer in time".into(),
+        SdkError::DispatchFailure(f) if f.is_timeout() => "DynamoDB did not answer in time".into(),
+        SdkError::DispatchFailure(f) if f.is_io() => "DynamoDB could not be reached".into(),
+        SdkError::DispatchFailure(_) => "the request to DynamoDB could not be sent".into(),
+        SdkError::ResponseError(_) => "DynamoDB's answer could not be read".into(),
+        SdkError::ConstructionFailure(_) => "the DynamoDB request could not be built".into(),
+        _ => "DynamoDB call failed".into(),
+    }
 }
 
 fn dynamo_error_text(err: &UpdateItemError) -> String {

@@ -540,7 +540,7 @@ async fn rex_search_body_comes_from_the_cursor() {
             "criteria": [{"name": "system_modtime", "type": ">=", "value": 1694194202}],
             "order_by": {"system_modtime": "asc"},
             "limit": 2,
-            "offset": 2
+            "offset": 0
         })))
         .respond_with(ok_json(json!({"result": {"rows": [
             {"id": "36685961", "name": "A", "phone_number": "4155550101", "system_modtime": "1694194202"},
@@ -549,6 +549,8 @@ async fn rex_search_body_comes_from_the_cursor() {
         .expect(1)
         .mount(&env.server)
         .await;
+    // From the first record of the cursor's second (the stored ones are dropped by the caller: an
+    // offset of their count would skip a record if one of them had changed since).
     let page = env
         .rex()
         .list_page(&cursor, Some("ignored"), 2)
@@ -556,7 +558,30 @@ async fn rex_search_body_comes_from_the_cursor() {
         .unwrap();
     assert_eq!(ids(&page.records, "id"), ["\"36685961\"", "36685962"]);
     assert!(page.has_more, "a full page means more");
-    assert_eq!(page.next_token, None);
+    assert_eq!(page.next_token, None, "the page spans two seconds");
+
+    // A full page all of one second: the rest of that second is read by offset.
+    Mock::given(method("POST"))
+        .and(path("/rex/v1/rex/contacts/list"))
+        .and(body_json(json!({
+            "criteria": [{"name": "system_modtime", "type": ">=", "value": 1694194202}],
+            "order_by": {"system_modtime": "asc"},
+            "limit": 2,
+            "offset": 2
+        })))
+        .respond_with(ok_json(json!({"result": {"rows": [
+            {"id": "36685963", "name": "C", "phone_number": "4155550103", "system_modtime": "1694194202"},
+            {"id": "36685964", "name": "D", "phone_number": "4155550104", "system_modtime": 1694194202}
+        ], "total": 9}, "error": null})))
+        .expect(1)
+        .mount(&env.server)
+        .await;
+    let page = env
+        .rex()
+        .list_page(&cursor, Some("1694194202:2"), 2)
+        .await
+        .unwrap();
+    assert_eq!(page.next_token.as_deref(), Some("1694194202:4"));
 
     // No cursor: no criteria at all, offset 0.
     Mock::given(method("POST"))

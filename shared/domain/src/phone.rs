@@ -133,9 +133,18 @@ impl PhoneNumber {
         }
         // The parser has had panics on malformed input in the past (rust-phonenumber #32, #43,
         // both fixed); input from CRMs is untrusted, so a panic there must not take down a sync.
+        // A number written with its country code is read with no default region: the parser strips
+        // the default region's national prefix even after a country code (with US, +49 151 2345 6789
+        // became +495123456789, another number, and +33 1…, +44 121…, +86 138… were refused).
+        let international = s
+            .strip_prefix("tel:")
+            .unwrap_or(s)
+            .trim_start()
+            .starts_with('+');
+        let region = (!international).then_some(default_region.0);
         let parsed = std::panic::catch_unwind(|| {
-            let number = phonenumber::parse(Some(default_region.0), s)
-                .map_err(|e| PhoneError::Invalid(e.to_string()))?;
+            let number =
+                phonenumber::parse(region, s).map_err(|e| PhoneError::Invalid(e.to_string()))?;
             if !phonenumber::is_valid(&number) {
                 return Err(PhoneError::Invalid(
                     "not a valid number for its region".into(),
@@ -275,6 +284,44 @@ mod tests {
         // An explicit country code wins over the default region.
         assert_eq!(au("+1 415 555 0123").as_deref(), Ok("+14155550123"));
         assert_eq!(us("+44 20 7946 0958").as_deref(), Ok("+442079460958"));
+    }
+
+    /// A number written with its country code is the same number whatever the default region. Before
+    /// the fix, the default region's national prefix was stripped after the country code: with US,
+    /// +49 151 2345 6789 became +495123456789 (another person) and these others were refused.
+    #[test]
+    fn international_numbers_do_not_depend_on_the_default_region() {
+        for (raw, e164) in [
+            ("+49 151 2345 6789", "+4915123456789"),
+            ("+33 1 42 68 53 00", "+33142685300"),
+            ("+44 121 496 0000", "+441214960000"),
+            ("+86 138 0013 8000", "+8613800138000"),
+            ("+61 412 345 678", "+61412345678"),
+            ("tel:+1-415-555-0123", "+14155550123"),
+        ] {
+            for region in [Region::US, Region::AU, Region::GB, Region::CA, Region::NZ] {
+                assert_eq!(
+                    PhoneNumber::parse(raw, region).map(PhoneNumber::into_string),
+                    Ok(e164.to_owned()),
+                    "{raw} with default region {region}"
+                );
+            }
+        }
+    }
+
+    /// The input `cargo fuzz` (map_record) found: what parse accepts must read back with
+    /// `from_e164` (it did not when `from_e164` read `+61…` with the US national prefix rules).
+    #[test]
+    fn what_parse_accepts_reads_back_as_e164() {
+        for region in [Region::US, Region::AU, Region::GB, Region::CA, Region::NZ] {
+            if let Ok(p) = PhoneNumber::parse("0.1.3 345 678", region) {
+                assert_eq!(
+                    PhoneNumber::from_e164(p.as_str()),
+                    Ok(p.clone()),
+                    "{region}"
+                );
+            }
+        }
     }
 
     #[test]

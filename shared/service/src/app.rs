@@ -1,8 +1,10 @@
 //! The context every function builds once per cold start.
 //!
 //! Building it is cheap and does no network I/O: the secret is fetched, and the database pool, vault and
-//! JWT verifier are made, on the first event that needs them (then cached). So a cold start costs the
-//! runtime's own start-up plus parsing the environment.
+//! JWT verifier are made, on the first event that needs them (then cached). The AWS SDK clients and the
+//! AWS credentials chain are also made on first use (see [`Deferred`] and [`LazyCredentialsChain`]):
+//! each of them reads and parses the system's root certificates when it is made. So a cold start costs
+//! the runtime's own start-up, parsing the environment and building the CRM HTTP client.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,34 @@ use tokio::sync::OnceCell;
 
 /// Connections per process: one request at a time per Lambda, plus the scheduled sync's parallelism.
 const DB_POOL_SIZE: usize = 8;
+
+/// DynamoDB answers in milliseconds. Without these bounds, a DynamoDB endpoint that accepts
+/// connections and never answers held every limited call (and every push's pacing) until the Lambda
+/// timed out, instead of failing open as the limits are meant to (`tests/integration/faults.rs`).
+const DYNAMO_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+/// All attempts of one DynamoDB call, retries and backoff included.
+const DYNAMO_OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The DynamoDB client: the SDK's configuration, with every call bounded in time.
+fn dynamo_client(aws: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
+    let timeouts = aws
+        .timeout_config()
+        .map(|t| t.to_builder())
+        .unwrap_or_default()
+        .operation_attempt_timeout(DYNAMO_ATTEMPT_TIMEOUT)
+        .operation_timeout(DYNAMO_OPERATION_TIMEOUT)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(aws)
+            .timeout_config(timeouts)
+            .build(),
+    )
+}
+
+/// A value made on first use, then kept: [`App`]'s AWS SDK clients. Making an SDK client checks its
+/// HTTPS connector, which reads and parses every root certificate of the system, so none is made
+/// before the first event that needs it (and functions that never call DynamoDB never make that one).
+pub type Deferred<T> = std::sync::LazyLock<T, Box<dyn FnOnce() -> T + Send>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -38,11 +68,11 @@ pub struct Ready {
 
 pub struct App {
     pub settings: Settings,
-    pub limiter: RateLimiter,
+    pub limiter: Deferred<RateLimiter>,
     pub http: CrmHttp,
     /// First backoff between push attempts (doubles, with jitter). Tests shrink it.
     pub push_backoff: Duration,
-    secrets: SecretsProvider,
+    secrets: Deferred<SecretsProvider>,
     ready: OnceCell<Ready>,
 }
 
@@ -55,23 +85,43 @@ impl std::fmt::Debug for App {
 }
 
 impl App {
-    /// From the process environment, as a function's `main` does.
+    /// From the process environment, as a function's `main` does: the shared AWS configuration of
+    /// [`crmsync_adapters::config::aws_config`] (region, credentials chain and `AWS_ENDPOINT_URL` from
+    /// the environment), with the credentials chain built on the first AWS call instead of now.
     pub async fn from_env() -> Result<Self, StartupError> {
         let settings = Settings::from_env()?;
-        let aws = crmsync_adapters::config::aws_config().await;
+        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .credentials_provider(LazyCredentialsChain::default())
+            .load()
+            .await;
         Self::new(settings, &aws)
     }
 
     /// From explicit settings and AWS configuration (tests point these at moto and the sandbox).
     pub fn new(settings: Settings, aws: &aws_config::SdkConfig) -> Result<Self, StartupError> {
-        let secrets = SecretsProvider::new(
-            aws_sdk_secretsmanager::Client::new(aws),
-            &settings.app_secret_id,
-        );
-        let limiter = RateLimiter::new(
-            aws_sdk_dynamodb::Client::new(aws),
-            &settings.rate_limit_table,
-        );
+        Self::with_aws(settings, aws, aws)
+    }
+
+    /// As [`App::new`], with Secrets Manager reached through `secrets_aws` and DynamoDB (caller limits,
+    /// CRM pacing, OAuth states) through `dynamo_aws`. Production passes the same configuration twice;
+    /// the reliability tests give DynamoDB a dead endpoint while the secret still comes from moto.
+    pub fn with_aws(
+        settings: Settings,
+        secrets_aws: &aws_config::SdkConfig,
+        dynamo_aws: &aws_config::SdkConfig,
+    ) -> Result<Self, StartupError> {
+        let secrets: Deferred<SecretsProvider> = {
+            let (aws, id) = (secrets_aws.clone(), settings.app_secret_id.clone());
+            Deferred::new(Box::new(move || {
+                SecretsProvider::new(aws_sdk_secretsmanager::Client::new(&aws), id)
+            }))
+        };
+        let limiter: Deferred<RateLimiter> = {
+            let (aws, table) = (dynamo_aws.clone(), settings.rate_limit_table.clone());
+            Deferred::new(Box::new(move || {
+                RateLimiter::new(dynamo_client(&aws), table)
+            }))
+        };
         let http = CrmHttp::new().map_err(|e| StartupError::Http(e.to_string()))?;
         Ok(App {
             settings,
@@ -127,6 +177,47 @@ impl App {
                 Ok(())
             }
         }
+    }
+}
+
+/// The SDK's default credentials chain (environment, profile, web identity, ECS, instance metadata),
+/// built when credentials are first asked for rather than at start-up.
+///
+/// Building the chain eagerly (as `ConfigLoader::load` does) creates the web identity provider's STS
+/// client, whose configuration check builds an HTTPS connector and so reads and parses every root
+/// certificate of the system: milliseconds on every cold start, for a provider that a Lambda never
+/// uses (its credentials are in the environment). The first AWS call (the secret, on the first event)
+/// builds the chain instead; the SDK's identity cache then keeps its credentials as before.
+#[derive(Debug, Default)]
+struct LazyCredentialsChain {
+    chain: OnceCell<aws_config::default_provider::credentials::DefaultCredentialsChain>,
+}
+
+impl aws_credential_types::provider::ProvideCredentials for LazyCredentialsChain {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::new(async move {
+            self.chain
+                .get_or_init(|| {
+                    aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                        .configure(
+                            aws_config::provider_config::ProviderConfig::default()
+                                .with_behavior_version(Some(aws_config::BehaviorVersion::latest())),
+                        )
+                        .build()
+                })
+                .await
+                .provide_credentials()
+                .await
+        })
+    }
+
+    fn fallback_on_interrupt(&self) -> Option<aws_credential_types::Credentials> {
+        self.chain.get()?.fallback_on_interrupt()
     }
 }
 

@@ -155,6 +155,12 @@ async fn run(
         },
         None => PullState::from_stored(integration.sync_cursor.as_ref()),
     };
+    if provider == Provider::Rex {
+        // A REX page token walks one second by offset, which holds within a run only: records of that
+        // second that changed since would shift the offset and hide records never stored. A resumed
+        // REX sync reads that second again from its first record (the stored ones are dropped).
+        state.page_token = None;
+    }
     let region = app.settings.default_phone_region;
     loop {
         let page = match client
@@ -180,8 +186,11 @@ async fn run(
             }
         };
         let before = state.cursor.clone();
-        let (contacts, skipped) = admit_page(provider, &page.records, &mut state.cursor, region);
-        metrics.total_fetched += page.records.len() as u64;
+        let admitted = admit_page(provider, &page.records, &mut state.cursor, region);
+        let (contacts, skipped) = (admitted.contacts, admitted.skipped);
+        // Records read again because they are the ones already stored at the cursor's instant (REX
+        // reads its cursor's second from its first record) are not counted as fetched.
+        metrics.total_fetched += page.records.len() as u64 - admitted.reread;
         metrics.skipped += skipped;
         state.page_token = if page.has_more {
             page.next_token.clone()
@@ -228,22 +237,32 @@ async fn run(
     Ok((metrics, state))
 }
 
-/// Maps a page and keeps what the cursor admits; every record moves the cursor. Returns the contacts
-/// to store and how many records had no usable phone.
+/// What a page gave: the contacts to store, how many records had no usable phone, and how many were
+/// the records already stored at the cursor's instant, read again.
+struct Admitted {
+    contacts: Vec<Contact>,
+    skipped: u64,
+    reread: u64,
+}
+
+/// Maps a page and keeps what the cursor admits; every record moves the cursor.
 fn admit_page(
     provider: Provider,
     records: &[serde_json::Value],
     cursor: &mut SyncCursor,
     region: crmsync_domain::Region,
-) -> (Vec<Contact>, u64) {
+) -> Admitted {
     let mut contacts = Vec::with_capacity(records.len());
-    let mut skipped = 0;
+    let (mut skipped, mut reread) = (0, 0);
     let snapshot = cursor.clone();
     for record in records {
         let mapped = map_record(provider, record, region);
         let updated = mapped.updated_at();
         let id = mapped.external_id().unwrap_or_default().to_owned();
         if !snapshot.admits(&id, updated) {
+            if updated.is_some() && updated == snapshot.since {
+                reread += 1;
+            }
             continue;
         }
         cursor.observe(&id, updated);
@@ -252,7 +271,11 @@ fn admit_page(
             Mapped::Skipped(_) => skipped += 1,
         }
     }
-    (contacts, skipped)
+    Admitted {
+        contacts,
+        skipped,
+        reread,
+    }
 }
 
 /// What `contacts-fetch` returns.
@@ -284,10 +307,9 @@ pub async fn fetch(
             .list_page(&cursor, token.as_deref(), PAGE_SIZE.min(limit.max(1)))
             .await
             .map_err(|e| crm_error(provider, e))?;
-        let (page_contacts, page_skipped) =
-            admit_page(provider, &page.records, &mut cursor, region);
-        skipped += page_skipped;
-        contacts.extend(page_contacts.iter().map(NormalizedContact::from));
+        let admitted = admit_page(provider, &page.records, &mut cursor, region);
+        skipped += admitted.skipped;
+        contacts.extend(admitted.contacts.iter().map(NormalizedContact::from));
         if contacts.len() >= limit as usize || !page.has_more {
             break;
         }
@@ -322,7 +344,9 @@ mod tests {
             json!({"id": 4, "updated": "2026-03-02T00:00:00Z"}),
             json!({"id": 5, "updated": "2026-03-02T00:00:00Z", "phones": [{"value": "(415) 555-0105"}]}),
         ];
-        let (contacts, skipped) = admit_page(
+        let Admitted {
+            contacts, skipped, ..
+        } = admit_page(
             Provider::FollowUpBoss,
             &page,
             &mut cursor,

@@ -74,8 +74,9 @@ impl CrmClient {
     /// `crmsync_domain::map_record` and filters with `cursor.admits`.
     ///
     /// * REX: a search from `cursor.since` (epoch seconds, `>=`) ordered by `system_modtime`
-    ///   ascending, skipping the `cursor.boundary_ids.len()` records already stored at `since`;
-    ///   `page_token` is ignored, `next_token` is `None`, `has_more` when the page is full.
+    ///   ascending, from the first record of that second (the records already stored there are
+    ///   dropped by `cursor.admits`); `has_more` when the page is full. Only when a full page is all
+    ///   one second does `next_token` carry the offset to read the rest of that second with.
     /// * FUB: `GET /people?sort=updated` following `_metadata.next`.
     /// * Lofty: `GET /v1.0/leads?sort=updateTime&desc=false` following the `scrollId` of
     ///   `_metadata` or `get_metadata`.
@@ -91,7 +92,7 @@ impl CrmClient {
         match self.provider {
             Provider::FollowUpBoss => self.fub_list(page_token, limit).await,
             Provider::Lofty => self.lofty_list(page_token, limit).await,
-            Provider::Rex => self.rex_list(cursor, limit).await,
+            Provider::Rex => self.rex_list(cursor, page_token, limit).await,
         }
     }
 

@@ -46,15 +46,29 @@ impl CrmClient {
             .await
     }
 
-    pub(super) async fn rex_list(&self, cursor: &SyncCursor, limit: u32) -> Result<Page, CrmError> {
-        let body = list_body(cursor, limit);
+    pub(super) async fn rex_list(
+        &self,
+        cursor: &SyncCursor,
+        page_token: Option<&str>,
+        limit: u32,
+    ) -> Result<Page, CrmError> {
+        let second = cursor.since.map(|t| t.timestamp());
+        let offset = second_offset(page_token, second);
+        let body = list_body(cursor, offset, limit);
         let records = self
             .rex_search("contacts.list", self.rex_contacts_url()?, &body)
             .await?;
+        let full = records.len() == limit as usize;
+        // A full page all of one second: the rest of that second is read by offset (from the first
+        // record of the second, so a record that left it since cannot make us skip one).
+        let next_token = full.then(|| one_second(&records)).flatten().map(|s| {
+            let before = if Some(s) == second { offset } else { 0 };
+            format!("{s}:{}", before + u64::from(limit))
+        });
         Ok(Page {
-            has_more: records.len() == limit as usize,
+            has_more: full,
             records,
-            next_token: None,
+            next_token,
         })
     }
 
@@ -148,8 +162,14 @@ impl CrmClient {
 }
 
 /// The list search: records from `cursor.since` (epoch seconds, `>=`) in ascending
-/// `system_modtime`, skipping the records already stored at exactly `since`.
-fn list_body(cursor: &SyncCursor, limit: u32) -> Value {
+/// `system_modtime`, from `offset` on.
+///
+/// The offset is not the count of records already stored at `since`: a stored record that changed
+/// again has left that second, and skipping that many would skip a record never stored (a change
+/// lost until it changed once more). Reading from the first record of the second and dropping the
+/// stored ones (`SyncCursor::admits`) costs at most the few records of that second; only a second
+/// with more records than a page is walked by offset (see [`second_offset`]).
+fn list_body(cursor: &SyncCursor, offset: u64, limit: u32) -> Value {
     let mut body = Map::new();
     if let Some(since) = cursor.since {
         body.insert(
@@ -159,8 +179,27 @@ fn list_body(cursor: &SyncCursor, limit: u32) -> Value {
     }
     body.insert("order_by".into(), json!({"system_modtime": "asc"}));
     body.insert("limit".into(), json!(limit));
-    body.insert("offset".into(), json!(cursor.boundary_ids.len()));
+    body.insert("offset".into(), json!(offset));
     Value::Object(body)
+}
+
+/// The offset of a page token `"<second>:<offset>"`, when it walks the second the cursor is at;
+/// anything else (no token, another second, junk) starts from the first record of the second.
+fn second_offset(page_token: Option<&str>, second: Option<i64>) -> u64 {
+    page_token
+        .and_then(|t| t.split_once(':'))
+        .and_then(|(s, o)| Some((s.parse::<i64>().ok()?, o.parse::<u64>().ok()?)))
+        .filter(|(s, _)| Some(*s) == second)
+        .map_or(0, |(_, o)| o)
+}
+
+/// The epoch second every record of `records` changed in, if they share one.
+fn one_second(records: &[Value]) -> Option<i64> {
+    let mut seconds = records
+        .iter()
+        .map(|r| rex::updated_at(r).map(|t| t.timestamp()));
+    let first = seconds.next()??;
+    seconds.all(|s| s == Some(first)).then_some(first)
 }
 
 /// The rows of a search answer: `result.rows`, or `result` itself when it is a list.
@@ -182,21 +221,35 @@ mod tests {
 
     #[test]
     fn list_body_follows_the_cursor() {
-        let empty = list_body(&SyncCursor::default(), 50);
+        let empty = list_body(&SyncCursor::default(), 0, 50);
         assert_eq!(
             empty,
             json!({"order_by": {"system_modtime": "asc"}, "limit": 50, "offset": 0})
         );
         let mut c = SyncCursor::starting_at("2023-09-08T17:30:02.900Z".parse().unwrap());
         c.boundary_ids = vec!["1".into(), "2".into()];
+        // From the first record of the second, whatever is stored there already.
         assert_eq!(
-            list_body(&c, 10),
+            list_body(&c, second_offset(None, Some(1694194202)), 10),
             json!({
                 "criteria": [{"name": "system_modtime", "type": ">=", "value": 1694194202}],
                 "order_by": {"system_modtime": "asc"},
                 "limit": 10,
-                "offset": 2
+                "offset": 0
             })
         );
+    }
+
+    #[test]
+    fn a_second_fuller_than_a_page_is_walked_by_offset() {
+        assert_eq!(second_offset(Some("1694194202:200"), Some(1694194202)), 200);
+        assert_eq!(second_offset(Some("1694194202:200"), Some(1694194203)), 0);
+        assert_eq!(second_offset(Some("junk"), Some(1694194202)), 0);
+        assert_eq!(second_offset(None, None), 0);
+        let at = |s: i64| json!({"id": s, "system_modtime": s});
+        assert_eq!(one_second(&[at(5), at(5)]), Some(5));
+        assert_eq!(one_second(&[at(5), at(6)]), None);
+        assert_eq!(one_second(&[json!({"id": 1})]), None);
+        assert_eq!(one_second(&[]), None);
     }
 }

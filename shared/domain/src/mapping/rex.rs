@@ -22,6 +22,12 @@ use crate::provider::Provider;
 const EMAIL_KEYS: &[&str] = &["email_address", "value", "email", "address"];
 const PHONE_KEYS: &[&str] = &["phone_number", "value", "number", "phone"];
 
+/// When a REX record last changed (`system_modtime`, else `updated_at` or `last_updated`): what the
+/// client pages by.
+pub fn updated_at(v: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    first_time(v, &["system_modtime", "updated_at", "last_updated"])
+}
+
 /// Maps a REX contact in any of the three shapes.
 pub fn map_contact(v: &Value, region: Region) -> Mapped {
     read(v).finish(Provider::Rex, region)
@@ -61,7 +67,7 @@ fn read(v: &Value) -> Draft {
             .find_map(|k| json::field(v, k).and_then(json::id)),
         name,
         notes: json::first_text(v, &["notes", "description"]),
-        updated_at: first_time(v, &["system_modtime", "updated_at", "last_updated"]),
+        updated_at: updated_at(v),
         ..Draft::default()
     };
 
