@@ -1,10 +1,11 @@
 //! Pull: contacts from a CRM into `contacts`, for inspection (`fetch`) or incrementally (`sync`).
 //!
-//! A sync streams pages (memory bounded by the page size): each page is mapped, filtered through the
-//! cursor (records at or after its high-water mark that were not already stored at that exact instant),
-//! de-duplicated by phone and upserted in one statement, and the cursor — with the CRM's page token, so
-//! a killed sync resumes where it stopped — is saved in the same transaction. One sync per integration
-//! runs at a time.
+//! A sync streams pages (memory bounded by a few pages): each page is mapped and filtered through the
+//! cursor (records at or after its high-water mark that were not already stored at that exact instant)
+//! while the pages before it are written. The writer takes the pages that have arrived (up to 1,000
+//! contacts), de-duplicates them by phone and upserts them in one statement, and saves the cursor —
+//! with the CRM's page token, so a killed sync resumes where it stopped — in the same transaction. One
+//! sync per integration runs at a time.
 
 use std::time::Instant;
 
@@ -162,6 +163,87 @@ async fn run(
         state.page_token = None;
     }
     let region = app.settings.default_phone_region;
+    // Reading (the CRM's answer, JSON, mapping) and writing (Postgres) overlap: the reader runs up to
+    // `READ_AHEAD` pages ahead, and the writer commits whatever has arrived (up to `WRITE_BATCH`
+    // contacts) in one transaction with the state after its last page. Both run in this task; the
+    // CRM and Postgres work meanwhile in their own processes.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Pages>(READ_AHEAD);
+    let reader = read_pages(&client, provider, region, state.clone(), deadline, tx);
+    let writer = async {
+        // Owned here, so that a writer that fails closes the channel and the reader stops.
+        let mut rx = rx;
+        let mut written: Option<PullState> = None;
+        while let Some(mut batch) = rx.recv().await {
+            while batch.contacts.len() < WRITE_BATCH && !batch.last {
+                match rx.try_recv() {
+                    Ok(next) => batch.absorb(next),
+                    Err(_) => break,
+                }
+            }
+            metrics.total_fetched += batch.fetched;
+            metrics.skipped += batch.skipped;
+            let report: UpsertReport = ready
+                .store
+                .commit_page(
+                    integration.user_id,
+                    integration.id,
+                    batch.contacts,
+                    &batch.state.to_json(),
+                )
+                .await
+                .map_err(ApiError::from)?;
+            metrics.upserted += report.upserted();
+            metrics.cursor = rfc3339(batch.state.cursor.since);
+            metrics.complete = batch.last;
+            written = Some(batch.state);
+        }
+        Ok::<_, ApiError>(written)
+    };
+    let (read, written) = tokio::join!(reader, writer);
+    metrics.duration_ms = started.elapsed().as_millis() as u64;
+    // The writer's failure first: the reader stopped because of it.
+    let written = written.map_err(|e| (e, metrics.clone()))?;
+    read.map_err(|e| (e, metrics.clone()))?;
+    Ok((metrics, written.unwrap_or(state)))
+}
+
+/// Pages the reader runs ahead of the writer.
+const READ_AHEAD: usize = 8;
+/// Contacts the writer gathers into one transaction when pages arrive faster than it writes.
+pub const WRITE_BATCH: usize = 1_000;
+
+/// Pages read and mapped, waiting to be written, with the state to save once they are.
+struct Pages {
+    contacts: Vec<Contact>,
+    /// The state after the last of these pages.
+    state: PullState,
+    fetched: u64,
+    skipped: u64,
+    /// The last page of the listing.
+    last: bool,
+}
+
+impl Pages {
+    /// Appends the next pages (contacts stay in order: the store keeps the latest of a phone).
+    fn absorb(&mut self, next: Pages) {
+        self.contacts.extend(next.contacts);
+        self.state = next.state;
+        self.fetched += next.fetched;
+        self.skipped += next.skipped;
+        self.last = next.last;
+    }
+}
+
+/// Reads pages from `state` on, maps and filters them, and sends them to the writer, until the last
+/// page, the deadline, or an error. Stops early (`Ok`) when the writer has stopped.
+async fn read_pages(
+    client: &CrmClient,
+    provider: Provider,
+    region: crmsync_domain::Region,
+    mut state: PullState,
+    deadline: Option<Instant>,
+    tx: tokio::sync::mpsc::Sender<Pages>,
+) -> Result<(), ApiError> {
     loop {
         let page = match client
             .list_page(&state.cursor, state.page_token.as_deref(), PAGE_SIZE)
@@ -180,39 +262,29 @@ async fn run(
                 state.page_token = None;
                 continue;
             }
-            Err(e) => {
-                metrics.duration_ms = started.elapsed().as_millis() as u64;
-                return Err((crm_error(provider, e), metrics));
-            }
+            Err(e) => return Err(crm_error(provider, e)),
         };
         let before = state.cursor.clone();
         let admitted = admit_page(provider, &page.records, &mut state.cursor, region);
-        let (contacts, skipped) = (admitted.contacts, admitted.skipped);
-        // Records read again because they are the ones already stored at the cursor's instant (REX
-        // reads its cursor's second from its first record) are not counted as fetched.
-        metrics.total_fetched += page.records.len() as u64 - admitted.reread;
-        metrics.skipped += skipped;
         state.page_token = if page.has_more {
             page.next_token.clone()
         } else {
             None
         };
-        let report: UpsertReport = ready
-            .store
-            .commit_page(
-                integration.user_id,
-                integration.id,
-                contacts,
-                &state.to_json(),
-            )
-            .await
-            .map_err(|e| (ApiError::from(e), metrics.clone()))?;
-        metrics.upserted += report.upserted();
-        metrics.cursor = rfc3339(state.cursor.since);
-
+        let pages = Pages {
+            contacts: admitted.contacts,
+            state: state.clone(),
+            // Records read again because they are the ones already stored at the cursor's instant
+            // (REX reads its cursor's second from its first record) are not counted as fetched.
+            fetched: page.records.len() as u64 - admitted.reread,
+            skipped: admitted.skipped,
+            last: !page.has_more,
+        };
+        if tx.send(pages).await.is_err() {
+            return Ok(());
+        }
         if !page.has_more {
-            metrics.complete = true;
-            break;
+            return Ok(());
         }
         // Paging by the cursor alone (REX) must move it; a CRM that repeats itself would loop forever.
         if page.next_token.is_none() && state.cursor == before {
@@ -220,21 +292,15 @@ async fn run(
                 provider = provider.as_str(),
                 "the CRM returned a page that moved nothing"
             );
-            metrics.duration_ms = started.elapsed().as_millis() as u64;
-            return Err((
-                ApiError::upstream(format!(
-                    "{} kept returning the same records.",
-                    provider.label()
-                )),
-                metrics,
-            ));
+            return Err(ApiError::upstream(format!(
+                "{} kept returning the same records.",
+                provider.label()
+            )));
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
+            return Ok(());
         }
     }
-    metrics.duration_ms = started.elapsed().as_millis() as u64;
-    Ok((metrics, state))
 }
 
 /// What a page gave: the contacts to store, how many records had no usable phone, and how many were

@@ -327,13 +327,17 @@ fn documented_rate(provider: Provider) -> (u32, Duration) {
     }
 }
 
-/// The shared bucket for `limit` requests per `window`: refills at 90% of the limit with a burst of a
-/// tenth, so no sliding window of that length ever sees more than `limit` requests from us.
+/// The shared bucket for `limit` requests per `window`: a burst of a twentieth of the limit (at least
+/// one), refilled at the rest of it per window, so no sliding window of that length ever sees more
+/// than `limit` requests from us (burst + refill = limit) while the steady rate stays at 95% of the
+/// limit (90% for a limit of 10). Turns missed while a push was busy elsewhere are made up from the
+/// burst.
 fn account_rate((limit, window): (u32, Duration)) -> Rate {
-    let burst = (limit / 10).max(1);
+    let limit = limit.max(2);
+    let burst = (limit / 20).max(1);
     Rate {
         capacity: burst,
-        period: window.mul_f64(f64::from(burst) / (0.9 * f64::from(limit.max(1)))),
+        period: window.mul_f64(f64::from(burst) / f64::from(limit - burst)),
     }
 }
 
