@@ -74,44 +74,9 @@ pub fn contact(name: &str, raw_phone: &str, updated: Option<DateTime<Utc>>) -> C
 
 /// Creates a rate-limit table shaped as the contract says (key `pk`, TTL on `expires_at`).
 pub async fn rate_limit_table(client: &aws_sdk_dynamodb::Client) -> String {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-        TimeToLiveSpecification,
-    };
     let name = format!("rate-limits-{}", uuid::Uuid::new_v4().simple());
-    client
-        .create_table()
-        .table_name(&name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .send()
+    crmsync_adapters::limiter::create_table(client, &name)
         .await
-        .unwrap();
-    client
-        .update_time_to_live()
-        .table_name(&name)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .attribute_name("expires_at")
-                .enabled(true)
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
+        .expect("the rate-limit table is created in moto");
     name
 }

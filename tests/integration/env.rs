@@ -13,7 +13,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{migrated_store, moto_config, rate_limit_table};
+use crate::common::{moto_config, rate_limit_table};
 
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789-abcdefghij";
 /// A Standard Webhooks secret (`whsec_` + base64), also accepted verbatim in `x-webhook-secret`.
@@ -39,6 +39,11 @@ pub struct Env {
     pub sandbox: SandboxHandle,
     pub store: Store,
     pub db: crmsync_testkit::TestDb,
+    /// What `app` was built from, to build more (another Lambda, or one with a dead DynamoDB).
+    pub settings: Settings,
+    pub aws: aws_config::SdkConfig,
+    /// The `encryption_key` of the secret (64 hex characters).
+    pub encryption_key: String,
 }
 
 /// A response, read.
@@ -50,6 +55,16 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Everything a caller gets: status, headers and body, as text (for searching it for secrets).
+    pub fn text(&self) -> String {
+        let headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", String::from_utf8_lossy(v.as_bytes())))
+            .collect();
+        format!("{}\n{}\n{}", self.status, headers.join("\n"), self.body)
+    }
+
     pub fn location(&self) -> String {
         self.headers
             .get(http::header::LOCATION)
@@ -86,27 +101,43 @@ pub fn sandbox_provider(p: Provider) -> crm_sandbox::config::Provider {
 
 impl Env {
     pub async fn start() -> Env {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "warn".into()),
-            )
-            .with_test_writer()
-            .try_init();
+        Self::start_with(crate::common::migrated_store().await).await
+    }
+
+    /// An environment on a database of the caller's (migrated), e.g. on a Postgres it restarts.
+    pub async fn start_with(db_store: (crmsync_testkit::TestDb, Store)) -> Env {
+        Self::start_full(db_store, None).await
+    }
+
+    /// An environment whose `App` talks to the CRM sandbox at `sandbox_url` (a `crm-sandbox` process),
+    /// not the in-process one (still there, unused).
+    pub async fn start_against(sandbox_url: &str) -> Env {
+        Self::start_full(
+            crate::common::migrated_store().await,
+            Some(sandbox_url.to_owned()),
+        )
+        .await
+    }
+
+    async fn start_full(
+        (db, store): (crmsync_testkit::TestDb, Store),
+        sandbox_url: Option<String>,
+    ) -> Env {
+        crate::capture::install();
         let sandbox = Sandbox::spawn(SandboxConfig {
             auto_approve: true,
             ..Default::default()
         })
         .await
         .expect("sandbox");
-        let (db, store) = migrated_store().await;
         let conf = moto_config().await;
         let table = rate_limit_table(&aws_sdk_dynamodb::Client::new(&conf)).await;
         let secret_id = format!("crmsync/test/{}", Uuid::new_v4().simple());
+        let encryption_key = hex_key();
         let secret = json!({
             "database_url": db.url,
             "jwt_secret": JWT_SECRET,
-            "encryption_key": hex_key(),
+            "encryption_key": encryption_key,
             "webhook_secret": WEBHOOK_SECRET,
             "rex_client_id": "sandbox-rex-client",
             "rex_client_secret": "sandbox-rex-secret",
@@ -123,28 +154,37 @@ impl Env {
             .await
             .expect("create secret");
         let vars: HashMap<&str, String> = HashMap::from([
-            ("CRM_SANDBOX_URL", sandbox.base_url.clone()),
+            (
+                "CRM_SANDBOX_URL",
+                sandbox_url.unwrap_or_else(|| sandbox.base_url.clone()),
+            ),
             ("APP_SECRET_ID", secret_id.clone()),
             ("RATE_LIMIT_TABLE", table),
             ("NEXT_PUBLIC_BASE_URL", "http://127.0.0.1:3004".into()),
             ("POST_CONNECT_URL", POST_CONNECT_URL.into()),
         ]);
         let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("settings");
-        let mut app = App::new(settings, &conf).expect("app");
-        // Retries as in production, but without real seconds of backoff (Retry-After still applies).
-        app.http = app.http.clone().with_retry(crmsync_crm::RetryPolicy {
-            max_attempts: 4,
-            base: std::time::Duration::from_millis(1),
-            cap: std::time::Duration::from_millis(20),
-            max_wait: std::time::Duration::from_secs(10),
-        });
-        app.push_backoff = std::time::Duration::from_millis(1);
+        let app = test_app(settings.clone(), &conf, &conf);
         Env {
             app,
             sandbox,
             store,
             db,
+            settings,
+            aws: conf,
+            encryption_key,
         }
+    }
+
+    /// Another `App` on the same configuration: another Lambda instance (its own caches and pool).
+    pub fn another_app(&self) -> App {
+        test_app(self.settings.clone(), &self.aws, &self.aws)
+    }
+
+    /// An `App` whose secret comes from moto but whose DynamoDB calls go to `dynamo` (e.g. a dead
+    /// endpoint).
+    pub fn app_with_dynamo(&self, dynamo: &aws_config::SdkConfig) -> App {
+        test_app(self.settings.clone(), &self.aws, dynamo)
     }
 
     pub fn token(user: Uuid) -> String {
@@ -177,6 +217,47 @@ impl Env {
         extra_headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Reply {
+        self.send_via(
+            &self.app,
+            route,
+            method,
+            path,
+            query,
+            cookies,
+            extra_headers,
+            body,
+        )
+        .await
+    }
+
+    /// [`Env::send`] to the handlers of another `App` (another Lambda instance).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send_via(
+        &self,
+        app: &App,
+        route: Route,
+        method: &str,
+        path: &str,
+        query: &str,
+        cookies: &[String],
+        extra_headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Reply {
+        let req = api_gateway_request(method, path, query, cookies, extra_headers, body);
+        call_handler(app, route, req).await
+    }
+}
+
+/// The event API Gateway (HTTP API, payload 2.0) sends for this request, as the runtime hands it over.
+pub fn api_gateway_request(
+    method: &str,
+    path: &str,
+    query: &str,
+    cookies: &[String],
+    extra_headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> lambda_http::Request {
+    {
         let mut headers = serde_json::Map::new();
         headers.insert("host".into(), json!("api.example.com"));
         for (k, v) in extra_headers {
@@ -215,32 +296,37 @@ impl Env {
                 }
             }
         }
-        let req =
-            lambda_http::request::from_str(&event.to_string()).expect("valid API Gateway event");
-        let resp = match route {
-            Route::OAuthStart => handlers::oauth_start(&self.app, req).await,
-            Route::OAuthCallback => handlers::oauth_callback(&self.app, req).await,
-            Route::AuthStatus => handlers::auth_status(&self.app, req).await,
-            Route::ContactsFetch => handlers::contacts_fetch(&self.app, req).await,
-            Route::ContactsSync => handlers::contacts_sync(&self.app, req).await,
-            Route::Integrations => handlers::integrations(&self.app, req).await,
-            Route::SyncLogs => handlers::sync_logs(&self.app, req).await,
-            Route::LeadWebhook => handlers::lead_webhook(&self.app, req).await,
-            Route::IntegrationSync => handlers::integration_sync(&self.app, req).await,
-        };
-        let (parts, body) = resp.into_parts();
-        let body = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body).unwrap_or(Value::Null)
-        };
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+        lambda_http::request::from_str(&event.to_string()).expect("valid API Gateway event")
     }
+}
 
+/// Runs the handler of `route` on `app`, and reads its response.
+pub async fn call_handler(app: &App, route: Route, req: lambda_http::Request) -> Reply {
+    let resp = match route {
+        Route::OAuthStart => handlers::oauth_start(app, req).await,
+        Route::OAuthCallback => handlers::oauth_callback(app, req).await,
+        Route::AuthStatus => handlers::auth_status(app, req).await,
+        Route::ContactsFetch => handlers::contacts_fetch(app, req).await,
+        Route::ContactsSync => handlers::contacts_sync(app, req).await,
+        Route::Integrations => handlers::integrations(app, req).await,
+        Route::SyncLogs => handlers::sync_logs(app, req).await,
+        Route::LeadWebhook => handlers::lead_webhook(app, req).await,
+        Route::IntegrationSync => handlers::integration_sync(app, req).await,
+    };
+    let (parts, body) = resp.into_parts();
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    };
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+impl Env {
     /// `user` sends a JSON body to `route` with their JWT cookie.
     pub async fn json_as_user(
         &self,
@@ -360,6 +446,24 @@ impl Env {
             .map(|a| a.iter().filter_map(Value::as_u64).collect())
             .unwrap_or_default()
     }
+}
+
+/// An `App` as a deployed function builds it, with retries as in production but without real seconds
+/// of backoff (`Retry-After` still applies).
+pub fn test_app(
+    settings: Settings,
+    secrets_aws: &aws_config::SdkConfig,
+    dynamo_aws: &aws_config::SdkConfig,
+) -> App {
+    let mut app = App::with_aws(settings, secrets_aws, dynamo_aws).expect("app");
+    app.http = app.http.clone().with_retry(crmsync_crm::RetryPolicy {
+        max_attempts: 4,
+        base: std::time::Duration::from_millis(1),
+        cap: std::time::Duration::from_millis(20),
+        max_wait: std::time::Duration::from_secs(10),
+    });
+    app.push_backoff = std::time::Duration::from_millis(1);
+    app
 }
 
 /// Follows the CRM's authorize URL (auto-approved by the sandbox) to the redirect back to us.

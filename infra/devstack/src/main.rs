@@ -255,7 +255,8 @@ async fn start_services(
                 return Err("moto_server did not start listening".into());
             }
             let conf = aws(&format!("http://127.0.0.1:{MOTO_PORT}")).await;
-            create_table(&aws_sdk_dynamodb::Client::new(&conf)).await?;
+            crmsync_adapters::limiter::create_table(&aws_sdk_dynamodb::Client::new(&conf), TABLE)
+                .await?;
             aws_sdk_secretsmanager::Client::new(&conf)
                 .create_secret()
                 .name(SECRET_ID)
@@ -290,43 +291,6 @@ async fn start_services(
     .await?;
     stack.sandbox = Some(sandbox);
     Ok(stack)
-}
-
-async fn create_table(client: &aws_sdk_dynamodb::Client) -> Result<(), Error> {
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-        TimeToLiveSpecification,
-    };
-    client
-        .create_table()
-        .table_name(TABLE)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()?,
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()?,
-        )
-        .send()
-        .await?;
-    client
-        .update_time_to_live()
-        .table_name(TABLE)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .attribute_name("expires_at")
-                .enabled(true)
-                .build()?,
-        )
-        .send()
-        .await?;
-    Ok(())
 }
 
 /// Builds every function (so the first request does not wait for a compile), then starts
