@@ -89,6 +89,13 @@ impl Default for Timeouts {
     }
 }
 
+/// The `reqwest` client of a [`CrmHttp`], made on first use (a failure is kept: it is a property of
+/// the system's TLS roots, not of one call).
+struct LazyClient {
+    timeouts: Timeouts,
+    cell: std::sync::OnceLock<Result<reqwest::Client, ()>>,
+}
+
 /// The pacer of each provider account, keyed by provider and a SHA-256 of the credential.
 type Pacers = HashMap<(Provider, [u8; 32]), Arc<Pacer>>;
 
@@ -100,7 +107,7 @@ const MAX_PACERS: usize = 256;
 /// every provider account seen, so that clients built per call still share pacing.
 #[derive(Clone)]
 pub struct CrmHttp {
-    pub(crate) client: reqwest::Client,
+    client: Arc<LazyClient>,
     pub(crate) retry: RetryPolicy,
     sleeper: Arc<dyn Sleeper>,
     pacers: Arc<Mutex<Pacers>>,
@@ -120,23 +127,45 @@ impl CrmHttp {
         Self::with_timeouts(Timeouts::default())
     }
 
+    /// The client with these timeouts. The `reqwest` client itself (which reads and parses the
+    /// system's root certificates, milliseconds of every cold start) is made on the first CRM call,
+    /// or by [`CrmHttp::build_client`]; a failure to make it is that call's transport error.
     pub fn with_timeouts(timeouts: Timeouts) -> Result<Self, CrmError> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(timeouts.connect)
-            .timeout(timeouts.request)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(8)
-            .tcp_keepalive(Duration::from_secs(30))
-            .user_agent(concat!("crmsync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|_| CrmError::Transport("the HTTP client could not be built".into()))?;
         Ok(CrmHttp {
-            client,
+            client: Arc::new(LazyClient {
+                timeouts,
+                cell: std::sync::OnceLock::new(),
+            }),
             retry: RetryPolicy::default(),
             sleeper: Arc::new(TokioSleeper),
             pacers: Arc::default(),
         })
+    }
+
+    /// Makes the `reqwest` client now instead of on the first CRM call.
+    pub fn build_client(&self) -> Result<(), CrmError> {
+        self.client().map(drop)
+    }
+
+    /// The `reqwest` client, made on first use.
+    pub(crate) fn client(&self) -> Result<&reqwest::Client, CrmError> {
+        let lazy = &*self.client;
+        lazy.cell
+            .get_or_init(|| {
+                let t = lazy.timeouts;
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .connect_timeout(t.connect)
+                    .timeout(t.request)
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(8)
+                    .tcp_keepalive(Duration::from_secs(30))
+                    .user_agent(concat!("crmsync/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|_| ())
+            })
+            .as_ref()
+            .map_err(|()| CrmError::Transport("the HTTP client could not be built".into()))
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
@@ -235,7 +264,7 @@ impl CrmHttp {
             }
             let last = attempt >= policy.max_attempts;
 
-            let response = match self.client.execute(build()?).await {
+            let response = match self.client()?.execute(build()?).await {
                 Ok(r) => r,
                 Err(e) => {
                     let retry = if call.idempotent {

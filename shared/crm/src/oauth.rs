@@ -353,9 +353,9 @@ impl Transport {
         let (parts, body) = request.into_parts();
         let body = Bytes::from(body);
         let url = parts.uri.to_string();
+        let client = self.http.client()?;
         let build = || {
-            self.http
-                .client
+            client
                 .request(parts.method.clone(), url.as_str())
                 .headers(parts.headers.clone())
                 .body(body.clone())

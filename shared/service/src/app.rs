@@ -1,10 +1,11 @@
 //! The context every function builds once per cold start.
 //!
 //! Building it is cheap and does no network I/O: the secret is fetched, and the database pool, vault and
-//! JWT verifier are made, on the first event that needs them (then cached). The AWS SDK clients and the
-//! AWS credentials chain are also made on first use (see [`Deferred`] and [`LazyCredentialsChain`]):
-//! each of them reads and parses the system's root certificates when it is made. So a cold start costs
-//! the runtime's own start-up, parsing the environment and building the CRM HTTP client.
+//! JWT verifier are made, on the first event that needs them (then cached). The AWS SDK clients, the
+//! AWS credentials chain (see [`Deferred`] and [`LazyCredentialsChain`]) and the CRM HTTP client
+//! (`CrmHttp`) are also made on first use: each of them reads and parses the system's root
+//! certificates when it is made. So a cold start costs the runtime's own start-up and parsing the
+//! environment.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -190,7 +190,7 @@ impl CrmClient {
         if body.is_some() {
             headers.insert(CONTENT_TYPE, APPLICATION_JSON);
         }
-        let client = &self.http.client;
+        let client = self.http.client()?;
         let build = || {
             let mut req = client
                 .request(method.clone(), url.clone())
