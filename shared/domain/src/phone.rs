@@ -10,6 +10,28 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// fit easily; longer strings are junk (and keep the parser's work bounded).
 const MAX_RAW_LEN: usize = 64;
 
+/// Numbers parsed between two renewals of `phonenumber`'s regular expressions.
+///
+/// `phonenumber` keeps its compiled expressions for the life of the process, and each one's lazy DFA
+/// grows (up to megabytes) with the variety of numbers it has seen: a sync of a million contacts
+/// grew the function's heap by 10 MiB, most of it there (docs/BENCHMARKS.md, section 3). Renewing
+/// the cache drops them; the next numbers compile the few they need again (milliseconds, once per
+/// this many numbers).
+const REGEX_RENEWAL: u64 = 50_000;
+
+/// Counts parses, and every [`REGEX_RENEWAL`] replaces `phonenumber`'s regex cache (shared by all
+/// its compiled expressions, which look themselves up in it by pattern) with an empty one of the
+/// same capacity (100, as `phonenumber` makes it).
+fn renew_regexes_now_and_then() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PARSED: AtomicU64 = AtomicU64::new(0);
+    if PARSED.fetch_add(1, Ordering::Relaxed) % REGEX_RENEWAL == REGEX_RENEWAL - 1
+        && let Ok(mut cache) = phonenumber::metadata::DATABASE.cache().lock()
+    {
+        *cache = regex_cache::RegexCache::new(100);
+    }
+}
+
 /// The region used to read numbers written without a country code (`"(415) 555-0123"` is a US
 /// number only if the default region is US). ISO 3166-1 alpha-2; defaults to US.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -142,6 +164,7 @@ impl PhoneNumber {
             .trim_start()
             .starts_with('+');
         let region = (!international).then_some(default_region.0);
+        renew_regexes_now_and_then();
         let parsed = std::panic::catch_unwind(|| {
             let number =
                 phonenumber::parse(region, s).map_err(|e| PhoneError::Invalid(e.to_string()))?;
