@@ -13,12 +13,13 @@ SAM_VENV := $(HOME)/.cache/crmsync/sam-venv
 SAM = $(shell command -v sam 2>/dev/null || echo "$(SAM_VENV)/bin/sam")
 SAM_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x SAM_CLI_TELEMETRY=0
 
-.PHONY: help test deps deps-postgres deps-python deps-moto deps-lambda lint fmt sandbox dev demo migrate bench
+.PHONY: help test soak deps deps-postgres deps-python deps-moto deps-lambda deps-fuzz lint fmt sandbox dev demo migrate bench
 
 help:
 	@echo "make demo     run the main job end to end on a local stack (no AWS account, no CRM credentials)"
 	@echo "make dev      run the local stack (Postgres, moto, CRM sandbox, every function) until Ctrl-C"
 	@echo "make test     install test dependencies (moto, cfn-lint, SAM CLI, Postgres) and run every test"
+	@echo "make soak     the long reliability runs: crash loops, the full push fault matrix, every fuzz target"
 	@echo "make lint     rustfmt and clippy, warnings denied"
 	@echo "make sandbox  run the CRM sandbox (REX, Follow Up Boss, Lofty) on 127.0.0.1:8787"
 	@echo "make bench    measure speed, cold start, memory, push pacing and size; writes docs/BENCHMARKS.md"
@@ -69,6 +70,33 @@ test: deps
 	awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' "$(TEST_LOG)"; \
 	exit $$status
 
+## Reliability (docs/RELIABILITY.md) ------------------------------------------------------------------
+
+# cargo-fuzz, from crates.io, only where it is missing. It runs on the stable toolchain with
+# RUSTC_BOOTSTRAP=1 (fuzz/run.sh).
+deps-fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || { echo "cargo-fuzz: installing"; cargo install --locked cargo-fuzz; }
+	@echo "cargo-fuzz: found"
+
+# The long runs: sync processes killed SOAK_KILLS times per CRM (against a crm-sandbox process), the push
+# fault matrix with SOAK_PUSH_LEADS leads per fault, the sync fault matrix on SOAK_RECORDS records per CRM,
+# then every fuzz target for FUZZ_SECONDS each (cargo-fuzz on the stable toolchain: fuzz/run.sh).
+# Figures go to $(SOAK_REPORT).
+SOAK_KILLS ?= 50
+SOAK_PUSH_LEADS ?= 25
+SOAK_RECORDS ?= 5000
+FUZZ_SECONDS ?= 60
+FUZZ_TARGET_DIR ?= $(HOME)/.cache/crmsync/target-fuzz
+SOAK_REPORT := $(CARGO_TARGET_DIR)/reliability-report.log
+
+soak: deps deps-fuzz
+	@mkdir -p "$(CARGO_TARGET_DIR)"
+	cargo build --locked -p crm-sandbox
+	PATH="$(PATH):$(PG_BIN)" SOAK_KILLS=$(SOAK_KILLS) SOAK_PUSH_LEADS=$(SOAK_PUSH_LEADS) SOAK_RECORDS=$(SOAK_RECORDS) \
+		cargo test --locked -p crmsync-tests --test integration -- --ignored --test-threads=1 soak_
+	CARGO_TARGET_DIR="$(FUZZ_TARGET_DIR)" fuzz/run.sh $(FUZZ_SECONDS) "$(SOAK_REPORT)"
+	@echo "soak: figures in $(SOAK_REPORT)"
+
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -81,13 +109,13 @@ fmt:
 FUNCTIONS := $(sort $(patsubst functions/%/Cargo.toml,%,$(wildcard functions/*/Cargo.toml)))
 
 # Not part of CI. Release builds (each built once, then reused from the cache): every function and the
-# hello-world baseline as `cargo build --release` makes them, the CRM sandbox, the bench itself, and the
-# arm64 zips as `sam build` makes them; then crmsync-bench runs every benchmark and writes
-# docs/BENCHMARKS.md (see infra/bench).
+# hello-world baseline as `cargo build --release` makes them, the CRM sandbox, the bench itself (with its
+# symbols, for the profile of the sync), and the arm64 zips as `sam build` makes them; then crmsync-bench
+# runs every benchmark and writes docs/BENCHMARKS.md (see infra/bench).
 bench: deps-postgres deps-moto deps-lambda
 	cargo build --release --locked $(addprefix -p ,$(FUNCTIONS)) -p lambda-hello
 	cargo build --release --locked -p crm-sandbox
-	cargo build --release --locked -p crmsync-bench
+	CARGO_PROFILE_RELEASE_STRIP=none cargo build --release --locked -p crmsync-bench
 	cargo lambda build --release --arm64 --output-format zip --locked $(addprefix -p ,$(FUNCTIONS))
 	PATH="$(PATH):$(PG_BIN)" "$(CARGO_TARGET_DIR)/release/crmsync-bench" run --command "make bench"
 

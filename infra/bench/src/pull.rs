@@ -1,0 +1,348 @@
+//! Pull sync throughput and memory.
+//!
+//! * **sync**: `crmsync-bench sync-once`, a child process of its own, calls the real `contacts-sync`
+//!   handler with an API Gateway event; the sync reads every page from the sandbox (its own process)
+//!   and writes Postgres. The child reports the handler's wall time and its own peak RSS (`VmHWM`).
+//! * **COPY**: the same rows (the sandbox's records mapped with `map_record`, de-duplicated with
+//!   `dedupe_by_phone`) with one binary `COPY` into the same table of a fresh database on the same
+//!   server: the physical limit.
+//! * **naive**: the same rows, one single-row upsert statement per contact (prepared once, autocommit).
+//! * **batched writes alone**: the same pages the sync writes, each with the store's own page upsert
+//!   (one statement per page, in a transaction), without any CRM call: how much of the sync is Postgres.
+//!
+//! Every approach ends with the same rows in `contacts`; that is checked after every run.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crmsync_adapters::store::Store;
+use crmsync_crm::{CrmAuth, CrmClient};
+use crmsync_domain::{Contact, Mapped, Provider, SyncCursor, dedupe_by_phone, map_record};
+use crmsync_service::handlers;
+use serde_json::{Value, json};
+use tokio_postgres::types::Type;
+use uuid::Uuid;
+
+use crate::Error;
+use crate::procstat;
+use crate::stack::{FUB_API_KEY, Stack, Wiring, connect_fub, event, token};
+
+/// What one sync in a child process did.
+#[derive(Debug, Clone)]
+pub struct SyncRun {
+    /// Wall time of the handler call.
+    pub secs: f64,
+    pub fetched: u64,
+    pub upserted: u64,
+    pub skipped: u64,
+    /// Rows in `contacts` afterwards.
+    pub rows: u64,
+    pub peak_rss_kib: u64,
+    /// CPU seconds of the child (whole process), the sandbox and Postgres during the child's life.
+    pub cpu_child: f64,
+    pub cpu_sandbox: f64,
+    pub cpu_postgres: f64,
+}
+
+/// The child's side: one sync through the handler, reported as one JSON line on stdout.
+pub async fn sync_once(args: &HashMap<String, String>) -> Result<(), Error> {
+    let wiring = Wiring::from_args(args)?;
+    let user: Uuid = args
+        .get("user")
+        .ok_or("--user is required")?
+        .parse()
+        .map_err(|e| format!("--user: {e}"))?;
+    let app = wiring.app().await?;
+    // The secret and the pool, as the function's first event makes them.
+    app.ready().await.map_err(|e| e.detail().to_owned())?;
+    let req = event(
+        "POST",
+        "/api/integrations/followupboss/contacts/sync",
+        "",
+        &[format!("alto_admin={}", token(user)?)],
+        &[],
+        None,
+    )?;
+    let started = Instant::now();
+    let resp = handlers::contacts_sync(&app, req).await;
+    let secs = started.elapsed().as_secs_f64();
+    let (parts, body) = resp.into_parts();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (user_cpu, sys_cpu) = procstat::own_cpu();
+    let line = json!({
+        "status": parts.status.as_u16(),
+        "secs": secs,
+        "metrics": body,
+        "peak_rss_kib": procstat::own_peak_rss_kib(),
+        "cpu": user_cpu + sys_cpu,
+    });
+    println!("{line}");
+    Ok(())
+}
+
+async fn count_rows(db_url: &str) -> Result<u64, Error> {
+    let client = crmsync_testkit::connect(db_url).await;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM contacts", &[])
+        .await?
+        .get(0);
+    Ok(n as u64)
+}
+
+/// One sync of the sandbox's Follow Up Boss contacts into a fresh deployment, in a child process
+/// (under `perf record`, writing `profile`, when given).
+pub async fn sync_run(stack: &Stack, profile: Option<&std::path::Path>) -> Result<SyncRun, Error> {
+    let d = stack.deploy().await?;
+    let user = Uuid::new_v4();
+    {
+        let app = d.wiring.app().await?;
+        connect_fub(&app, &stack.http, user).await?;
+    }
+    let exe = std::env::current_exe()?;
+    let (sandbox0, pg0) = (stack.sandbox_cpu(), stack.postgres_cpu());
+    let mut cmd = match profile {
+        Some(data) => {
+            let mut c = tokio::process::Command::new("perf");
+            c.args(crate::profile::RECORD)
+                .arg("-o")
+                .arg(data)
+                .arg("--")
+                .arg(exe);
+            c
+        }
+        None => tokio::process::Command::new(exe),
+    };
+    let out = cmd
+        .arg("sync-once")
+        .args(d.wiring.to_args())
+        .args(["--user", &user.to_string()])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .await?;
+    let (sandbox1, pg1) = (stack.sandbox_cpu(), stack.postgres_cpu());
+    if !out.status.success() {
+        return Err(format!("sync-once failed: {}", out.status).into());
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .ok_or("sync-once printed no result")?;
+    if line["status"] != 200 || line["metrics"]["complete"] != true {
+        return Err(format!("the sync did not finish: {line}").into());
+    }
+    let m = &line["metrics"];
+    let run = SyncRun {
+        secs: line["secs"].as_f64().unwrap_or(f64::NAN),
+        fetched: m["totalFetched"].as_u64().unwrap_or(0),
+        upserted: m["upserted"].as_u64().unwrap_or(0),
+        skipped: m["skipped"].as_u64().unwrap_or(0),
+        rows: count_rows(&d.db_url).await?,
+        peak_rss_kib: line["peak_rss_kib"].as_u64().unwrap_or(0),
+        cpu_child: line["cpu"].as_f64().unwrap_or(0.0),
+        cpu_sandbox: sandbox1 - sandbox0,
+        cpu_postgres: pg1 - pg0,
+    };
+    stack.drop_deployment(&d).await?;
+    Ok(run)
+}
+
+/// The sandbox's records, read page by page as the sync reads them, and mapped.
+pub struct Rows {
+    /// Records read.
+    pub records: usize,
+    /// Each page's contacts (mapped, not yet de-duplicated), as the sync writes them.
+    pub pages: Vec<Vec<Contact>>,
+    /// Every contact once per phone: what ends in `contacts`.
+    pub unique: Vec<Contact>,
+    /// Wall time of the page requests (sandbox, HTTP and JSON parsing) and of the mapping.
+    pub fetch_secs: f64,
+    pub map_secs: f64,
+    /// CPU seconds of the sandbox while it served the pages.
+    pub fetch_cpu_sandbox: f64,
+}
+
+pub async fn read_rows(stack: &Stack) -> Result<Rows, Error> {
+    let d = stack.deploy().await?;
+    let app = d.wiring.app().await?;
+    let ready = app.ready().await.map_err(|e| e.detail().to_owned())?;
+    let client = CrmClient::new(
+        &app.http,
+        &ready.endpoints,
+        Provider::FollowUpBoss,
+        CrmAuth::ApiKey(FUB_API_KEY.to_owned()),
+    );
+    let region = app.settings.default_phone_region;
+    let cursor = SyncCursor::default();
+    let mut token: Option<String> = None;
+    let (mut fetch, mut map) = (Duration::ZERO, Duration::ZERO);
+    let mut pages = Vec::new();
+    let mut records = 0;
+    let sandbox0 = stack.sandbox_cpu();
+    loop {
+        let t = Instant::now();
+        let page = client
+            .list_page(&cursor, token.as_deref(), crmsync_service::pull::PAGE_SIZE)
+            .await?;
+        fetch += t.elapsed();
+        let t = Instant::now();
+        let contacts: Vec<Contact> = page
+            .records
+            .iter()
+            .filter_map(|r| match map_record(Provider::FollowUpBoss, r, region) {
+                Mapped::Contact(c) => Some(c),
+                Mapped::Skipped(_) => None,
+            })
+            .collect();
+        map += t.elapsed();
+        records += page.records.len();
+        pages.push(contacts);
+        if !page.has_more {
+            break;
+        }
+        token = page.next_token;
+    }
+    let fetch_cpu_sandbox = stack.sandbox_cpu() - sandbox0;
+    let unique = dedupe_by_phone(pages.iter().flatten().cloned().collect());
+    drop(app);
+    stack.drop_deployment(&d).await?;
+    Ok(Rows {
+        records,
+        pages,
+        unique,
+        fetch_secs: fetch.as_secs_f64(),
+        map_secs: map.as_secs_f64(),
+        fetch_cpu_sandbox,
+    })
+}
+
+const COLUMNS: &str =
+    "owner_id, name, phone_number, email, notes, source_provider, external_id, source_updated_at";
+
+/// Wall time of one binary `COPY` of `rows` into a fresh database's `contacts`.
+pub async fn copy_run(stack: &Stack, rows: &[Contact]) -> Result<(f64, u64), Error> {
+    use futures::pin_mut;
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    let d = stack.deploy().await?;
+    let client = crmsync_testkit::connect(&d.db_url).await;
+    let owner = Uuid::new_v4();
+    let types = [
+        Type::UUID,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+    ];
+    let started = Instant::now();
+    let sink = client
+        .copy_in(&format!(
+            "COPY contacts ({COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    for c in rows {
+        let phone = c.phone.as_str();
+        let source = c.source.as_str();
+        writer
+            .as_mut()
+            .write(&[
+                &owner,
+                &c.name,
+                &phone,
+                &c.email,
+                &c.notes,
+                &source,
+                &c.external_id,
+                &c.updated_at,
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    let secs = started.elapsed().as_secs_f64();
+    let n = count_rows(&d.db_url).await?;
+    drop(client);
+    stack.drop_deployment(&d).await?;
+    Ok((secs, n))
+}
+
+/// The naive upsert: the store's statement for one row.
+const NAIVE_UPSERT: &str = "\
+INSERT INTO contacts AS c (owner_id, name, phone_number, email, notes, source_provider, external_id,
+                           source_updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (owner_id, phone_number) DO UPDATE SET
+       name = EXCLUDED.name,
+       email = COALESCE(EXCLUDED.email, c.email),
+       notes = COALESCE(EXCLUDED.notes, c.notes),
+       source_provider = EXCLUDED.source_provider,
+       external_id = EXCLUDED.external_id,
+       source_updated_at = EXCLUDED.source_updated_at,
+       updated_at = now()";
+
+/// Wall time of one upsert statement per contact (prepared once, each its own transaction).
+pub async fn naive_run(stack: &Stack, rows: &[Contact]) -> Result<(f64, u64), Error> {
+    let d = stack.deploy().await?;
+    let client = crmsync_testkit::connect(&d.db_url).await;
+    let owner = Uuid::new_v4();
+    let stmt = client.prepare(NAIVE_UPSERT).await?;
+    let started = Instant::now();
+    for c in rows {
+        let phone = c.phone.as_str();
+        let source = c.source.as_str();
+        client
+            .execute(
+                &stmt,
+                &[
+                    &owner,
+                    &c.name,
+                    &phone,
+                    &c.email,
+                    &c.notes,
+                    &source,
+                    &c.external_id,
+                    &c.updated_at,
+                ],
+            )
+            .await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = count_rows(&d.db_url).await?;
+    drop(client);
+    stack.drop_deployment(&d).await?;
+    Ok((secs, n))
+}
+
+/// Wall time of the sync's writes alone: each page with the store's page upsert, no CRM.
+pub async fn batched_run(stack: &Stack, pages: &[Vec<Contact>]) -> Result<(f64, u64), Error> {
+    let d = stack.deploy().await?;
+    let store = Store::connect(&d.db_url, 1)?;
+    let owner = Uuid::new_v4();
+    // The first statement opens the connection; keep that out of the timing.
+    store.upsert_contacts(owner, Vec::new()).await?;
+    // Gathered as the sync's writer gathers pages that arrive faster than it writes.
+    let mut batches: Vec<Vec<Contact>> = Vec::new();
+    for page in pages {
+        match batches.last_mut() {
+            Some(b) if b.len() < crmsync_service::pull::WRITE_BATCH => {
+                b.extend(page.iter().cloned())
+            }
+            _ => batches.push(page.clone()),
+        }
+    }
+    let started = Instant::now();
+    for batch in batches {
+        store.upsert_contacts(owner, batch).await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    drop(store);
+    let n = count_rows(&d.db_url).await?;
+    stack.drop_deployment(&d).await?;
+    Ok((secs, n))
+}
