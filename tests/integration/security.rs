@@ -16,6 +16,15 @@ use crate::env::{
 use crate::faults::{lead, people_with, post_lead};
 use crate::rows::{assert_contract_error, report, sync_path};
 
+/// Every table that holds users' rows, with the column naming the user.
+const USER_TABLES: [(&str, &str); 5] = [
+    ("contacts", "owner_id"),
+    ("crm_integrations", "user_id"),
+    ("crm_sync_logs", "user_id"),
+    ("lead_events", "user_id"),
+    ("push_deliveries", "user_id"),
+];
+
 const WEBHOOK: &str = "/api/webhooks/lead-created";
 
 fn b64(v: &Value) -> String {
@@ -615,18 +624,7 @@ async fn row_level_security_keeps_users_apart_through_every_route_and_table() {
     let admin = crmsync_testkit::connect(&env.db.url).await;
     let snapshot = async || -> Vec<(String, i64)> {
         let mut counts = Vec::new();
-        for table in [
-            "contacts",
-            "crm_integrations",
-            "crm_sync_logs",
-            "lead_events",
-            "push_deliveries",
-        ] {
-            let owner = if table == "contacts" {
-                "owner_id"
-            } else {
-                "user_id"
-            };
+        for (table, owner) in USER_TABLES {
             let n: i64 = admin
                 .query_one(
                     &format!("SELECT count(*) FROM {table} WHERE {owner} = $1"),
@@ -806,18 +804,7 @@ async fn row_level_security_keeps_users_apart_through_every_route_and_table() {
         )
         .await
         .unwrap();
-    for table in [
-        "contacts",
-        "crm_integrations",
-        "crm_sync_logs",
-        "lead_events",
-        "push_deliveries",
-    ] {
-        let owner = if table == "contacts" {
-            "owner_id"
-        } else {
-            "user_id"
-        };
+    for (table, owner) in USER_TABLES {
         let seen: i64 = probe
             .query_one(
                 &format!("SELECT count(*) FROM {table} WHERE {owner} <> $1"),
