@@ -1,7 +1,7 @@
 //! Caller authentication: any token, as a Bearer header or in the `alto_admin` cookie, is refused
 //! (401) unless it is an HS256 token signed with the secret; the fuzzer cannot forge one.
 #![no_main]
-use crmsync_adapters::auth::JwtVerifier;
+use crmsync_lambda::auth::JwtVerifier;
 use libfuzzer_sys::fuzz_target;
 
 const SECRET: &str = "fuzz-jwt-secret-0123456789-abcdefghij";
@@ -19,6 +19,6 @@ fuzz_target!(|data: &[u8]| {
         headers.append(http::header::COOKIE, v.clone());
         headers.append(http::header::AUTHORIZATION, v);
         assert!(verifier.authenticate(&headers).is_err());
-        let _ = crmsync_adapters::auth::cookie_value(&headers, "alto_admin");
+        let _ = crmsync_lambda::auth::cookie_value(&headers, "alto_admin");
     }
 });

@@ -1,7 +1,7 @@
 //! The `?before=` cursor of the sync logs: anything decodes to a cursor or to nothing, and a decoded
 //! cursor encodes back to a cursor that decodes to itself.
 #![no_main]
-use crmsync_adapters::store::LogCursor;
+use crmsync_store::LogCursor;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

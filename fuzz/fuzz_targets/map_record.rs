@@ -1,7 +1,8 @@
 //! Every CRM mapper (REX, Follow Up Boss, Lofty) on any JSON a CRM could send: no panic, and a mapped
 //! contact always has a valid E.164 phone. The first byte picks the default phone region.
 #![no_main]
-use crmsync_domain::{Mapped, PhoneNumber, Provider, Region, map_record};
+use crmsync_crm::map_record;
+use crmsync_domain::{Mapped, PhoneNumber, Provider, Region};
 use libfuzzer_sys::fuzz_target;
 
 const REGIONS: [Region; 5] = [Region::US, Region::AU, Region::GB, Region::CA, Region::NZ];

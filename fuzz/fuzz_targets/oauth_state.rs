@@ -1,7 +1,7 @@
 //! Opening the OAuth state cookie (`Vault::open_token`): any cookie value is refused unless this vault
 //! sealed it; a sealed value opens only for its own context.
 #![no_main]
-use crmsync_adapters::vault::Vault;
+use crmsync_store::Vault;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     else {
         return;
     };
-    use crmsync_service::web;
+    use crmsync_lambda::request as web;
     for result in [
         web::provider(&req).map(|_| ()),
         web::since(&req).map(|_| ()),
@@ -26,6 +26,6 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = web::path_param(&req, "id", "integrations");
-    let _ = web::query(&req, "before").map(|b| crmsync_adapters::store::LogCursor::decode(&b));
+    let _ = web::query(&req, "before").map(|b| crmsync_store::LogCursor::decode(&b));
     let _ = web::query(&req, "state");
 });

@@ -20,11 +20,11 @@ fuzz_target!(|data: &[u8]| {
             headers.insert(name, v);
         }
     }
-    let signed = crmsync_service::push::authenticate_webhook(SECRET, &headers, body);
+    let signed = crmsync_lambda::webhook::authenticate_webhook(SECRET, &headers, body);
     assert_eq!(signed.unwrap_err().status().as_u16(), 401);
     if let Some(v) = id.and_then(|v| http::HeaderValue::from_bytes(v).ok()) {
         let mut shared = http::HeaderMap::new();
         shared.insert("x-webhook-secret", v);
-        assert!(crmsync_service::push::authenticate_webhook(SECRET, &shared, body).is_err());
+        assert!(crmsync_lambda::webhook::authenticate_webhook(SECRET, &shared, body).is_err());
     }
 });

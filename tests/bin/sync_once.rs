@@ -11,7 +11,7 @@ async fn main() {
     let user = std::env::var("SYNC_USER").expect("SYNC_USER");
     let provider = std::env::var("SYNC_PROVIDER").expect("SYNC_PROVIDER");
     let jwt_secret = std::env::var("SYNC_JWT_SECRET").expect("SYNC_JWT_SECRET");
-    let settings = crmsync_adapters::config::Settings::from_env().expect("settings");
+    let settings = crmsync_lambda::config::Settings::from_env().expect("settings");
     let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL");
     let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
@@ -21,8 +21,8 @@ async fn main() {
         ))
         .load()
         .await;
-    let app = crmsync_service::App::new(settings, &aws).expect("app");
-    let token = crmsync_adapters::auth::mint_token(
+    let app = crmsync_lambda::App::new(settings, &aws).expect("app");
+    let token = crmsync_lambda::auth::mint_token(
         &jwt_secret,
         uuid::Uuid::parse_str(&user).expect("SYNC_USER is a UUID"),
         3600,
@@ -42,7 +42,7 @@ async fn main() {
         "isBase64Encoded": false
     });
     let req = lambda_http::request::from_str(&event.to_string()).expect("event");
-    let resp = crmsync_service::handlers::contacts_sync(&app, req).await;
+    let resp = crmsync_lambda::routes::contacts_sync::handle(&app, req).await;
     let (parts, body) = resp.into_parts();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     println!("{}", json!({"status": parts.status.as_u16(), "body": body}));

@@ -10,7 +10,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// What is captured: our crates at every level, the rest at the production default.
-const CAPTURE_FILTER: &str = "info,crmsync_service=trace,crmsync_adapters=trace,crmsync_crm=trace,\
+const CAPTURE_FILTER: &str = "info,crmsync_lambda=trace,crmsync_app=trace,crmsync_store=trace,crmsync_aws=trace,crmsync_crm=trace,\
                               crmsync_domain=trace";
 
 fn buffer() -> &'static Mutex<Vec<u8>> {

@@ -7,8 +7,8 @@ use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContex
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept};
 use aws_sdk_dynamodb::error::BoxError;
 use chrono::{DateTime, Utc};
-use crmsync_adapters::store::Store;
 use crmsync_domain::{Contact, PhoneNumber, Provider, Region};
+use crmsync_store::Store;
 
 /// A migrated database of its own, and a store on it.
 pub async fn migrated_store() -> (crmsync_testkit::TestDb, Store) {
@@ -75,7 +75,7 @@ pub fn contact(name: &str, raw_phone: &str, updated: Option<DateTime<Utc>>) -> C
 /// Creates a rate-limit table shaped as the contract says (key `pk`, TTL on `expires_at`).
 pub async fn rate_limit_table(client: &aws_sdk_dynamodb::Client) -> String {
     let name = format!("rate-limits-{}", uuid::Uuid::new_v4().simple());
-    crmsync_adapters::limiter::create_table(client, &name)
+    crmsync_aws::limiter::create_table(client, &name)
         .await
         .expect("the rate-limit table is created in moto");
     name

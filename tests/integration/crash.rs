@@ -52,7 +52,7 @@ fn spawn_sync(env: &Env, moto: &str, user: Uuid, provider: Provider) -> tokio::p
 
 fn crm_sandbox_url(env: &Env) -> String {
     // The settings' CRM endpoints all start with the sandbox's base URL.
-    let lofty = &env.settings.lofty.api_base;
+    let lofty = &env.settings.crm.lofty.api_base;
     lofty.trim_end_matches("/lofty").to_owned()
 }
 

@@ -1,5 +1,5 @@
 //! The three descriptions of the API agree: the routes table of the contract
-//! (`../shared/docs/contract.md`), the HTTP API events of `template.yaml` and the `cargo lambda watch`
+//! (`docs/contract.md`), the HTTP API events of `template.yaml` and the `cargo lambda watch`
 //! router in the workspace `Cargo.toml` name the same (method, path, function) routes; and the function
 //! crates under `functions/`, the functions of the template and the functions of the contract are the
 //! same set. No AWS, no network: the files are only read.
@@ -12,7 +12,7 @@ use serde_norway::Value;
 /// (method, path, function), e.g. ("GET", "/api/integrations/{id}", "integrations").
 type Route = (String, String, String);
 
-const CONTRACT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/docs/contract.md");
+const CONTRACT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/contract.md");
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
 
 fn workspace() -> PathBuf {
@@ -27,12 +27,7 @@ fn read(path: &Path) -> String {
 }
 
 fn contract_text() -> String {
-    std::fs::read_to_string(CONTRACT).unwrap_or_else(|e| {
-        panic!(
-            "The contract is expected at {CONTRACT}, that is shared/docs/contract.md in the `shared/` \
-             folder cloned beside this repository; it could not be read ({e})."
-        )
-    })
+    read(Path::new(CONTRACT))
 }
 
 /// Splits a Markdown table row on the `|` that are not escaped as `\|`.

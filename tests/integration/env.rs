@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 
 use crm_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
-use crmsync_adapters::config::Settings;
-use crmsync_adapters::store::Store;
 use crmsync_domain::Provider;
-use crmsync_service::{App, handlers};
+use crmsync_lambda::config::Settings;
+use crmsync_lambda::{App, routes};
+use crmsync_store::Store;
 use http::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -187,8 +187,13 @@ impl Env {
         test_app(self.settings.clone(), &self.aws, dynamo)
     }
 
+    /// The use cases' context of `app` (made on first use, as a function makes it on its first event).
+    pub async fn ctx(&self) -> &crmsync_app::Context {
+        self.app.context().await.expect("the context is made")
+    }
+
     pub fn token(user: Uuid) -> String {
-        crmsync_adapters::auth::mint_token(JWT_SECRET, user, 3600).expect("token")
+        crmsync_lambda::auth::mint_token(JWT_SECRET, user, 3600).expect("token")
     }
 
     /// Calls `route` as API Gateway would: `path` and `query` raw, `cookies` as `name=value`.
@@ -303,15 +308,15 @@ pub fn api_gateway_request(
 /// Runs the handler of `route` on `app`, and reads its response.
 pub async fn call_handler(app: &App, route: Route, req: lambda_http::Request) -> Reply {
     let resp = match route {
-        Route::OAuthStart => handlers::oauth_start(app, req).await,
-        Route::OAuthCallback => handlers::oauth_callback(app, req).await,
-        Route::AuthStatus => handlers::auth_status(app, req).await,
-        Route::ContactsFetch => handlers::contacts_fetch(app, req).await,
-        Route::ContactsSync => handlers::contacts_sync(app, req).await,
-        Route::Integrations => handlers::integrations(app, req).await,
-        Route::SyncLogs => handlers::sync_logs(app, req).await,
-        Route::LeadWebhook => handlers::lead_webhook(app, req).await,
-        Route::IntegrationSync => handlers::integration_sync(app, req).await,
+        Route::OAuthStart => routes::oauth_start::handle(app, req).await,
+        Route::OAuthCallback => routes::oauth_callback::handle(app, req).await,
+        Route::AuthStatus => routes::auth_status::handle(app, req).await,
+        Route::ContactsFetch => routes::contacts_fetch::handle(app, req).await,
+        Route::ContactsSync => routes::contacts_sync::handle(app, req).await,
+        Route::Integrations => routes::integrations::handle(app, req).await,
+        Route::SyncLogs => routes::sync_logs::handle(app, req).await,
+        Route::LeadWebhook => routes::lead_webhook::handle(app, req).await,
+        Route::IntegrationSync => routes::integration_sync::handle(app, req).await,
     };
     let (parts, body) = resp.into_parts();
     let body = if body.is_empty() {
@@ -374,8 +379,8 @@ impl Env {
     /// (auto-approved), or the sandbox's API key for Lofty.
     pub async fn connect(&self, user: Uuid, provider: Provider) {
         if provider == Provider::Lofty {
-            crmsync_service::credentials::connect_api_key(
-                &self.app,
+            crmsync_app::credentials::connect_api_key(
+                self.ctx().await,
                 user,
                 provider,
                 "sandbox-lofty-key",

@@ -71,24 +71,24 @@ async fn every_function_has_an_event_file_that_drives_its_handler() {
             assert_eq!(payload["source"], "aws.scheduler");
             let event =
                 lambda_runtime::LambdaEvent::new(payload, lambda_runtime::Context::default());
-            let report = crmsync_service::schedule::handle(&env.app, event)
+            let report = crmsync_lambda::routes::scheduled_sync::handle(&env.app, event)
                 .await
                 .expect("a scheduled run");
             assert_eq!(report.failed, 0, "{file}");
             continue;
         }
         let req = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
-        use crmsync_service::handlers as h;
+        use crmsync_lambda::routes as h;
         let resp = match function {
-            "oauth-start" => h::oauth_start(&env.app, req).await,
-            "oauth-callback" => h::oauth_callback(&env.app, req).await,
-            "auth-status" => h::auth_status(&env.app, req).await,
-            "contacts-fetch" => h::contacts_fetch(&env.app, req).await,
-            "contacts-sync" => h::contacts_sync(&env.app, req).await,
-            "integrations" => h::integrations(&env.app, req).await,
-            "integration-sync" => h::integration_sync(&env.app, req).await,
-            "sync-logs" => h::sync_logs(&env.app, req).await,
-            "lead-webhook" => h::lead_webhook(&env.app, req).await,
+            "oauth-start" => h::oauth_start::handle(&env.app, req).await,
+            "oauth-callback" => h::oauth_callback::handle(&env.app, req).await,
+            "auth-status" => h::auth_status::handle(&env.app, req).await,
+            "contacts-fetch" => h::contacts_fetch::handle(&env.app, req).await,
+            "contacts-sync" => h::contacts_sync::handle(&env.app, req).await,
+            "integrations" => h::integrations::handle(&env.app, req).await,
+            "integration-sync" => h::integration_sync::handle(&env.app, req).await,
+            "sync-logs" => h::sync_logs::handle(&env.app, req).await,
+            "lead-webhook" => h::lead_webhook::handle(&env.app, req).await,
             other => panic!("no handler for {other}"),
         };
         let status = resp.status();

@@ -62,7 +62,7 @@ pub fn lead(user: Uuid, id: &str, phone: &str, last: &str) -> Value {
     })
 }
 
-pub async fn post_lead(env: &Env, app: &crmsync_service::App, body: &Value) -> crate::env::Reply {
+pub async fn post_lead(env: &Env, app: &crmsync_lambda::App, body: &Value) -> crate::env::Reply {
     let body = body.to_string();
     env.send_via(
         app,
@@ -634,9 +634,12 @@ async fn push_matrix(leads: usize, fub_window_secs: u32, only: &[&str], rate_sca
                 )
                 .await
                 .unwrap();
-            crmsync_service::push::drain_all(&env.app, Instant::now() + Duration::from_secs(120))
-                .await
-                .unwrap();
+            crmsync_app::push::drain_all(
+                env.ctx().await,
+                Instant::now() + Duration::from_secs(120),
+            )
+            .await
+            .unwrap();
             drains += 1;
         }
         for p in crms {
@@ -854,7 +857,7 @@ async fn postgres_restarted_mid_sync_gives_a_clear_error_and_the_pool_recovers()
         name: "crmsync_restart".into(),
         url: pg.url("crmsync_restart"),
     };
-    let store = crmsync_adapters::store::Store::connect(&db.url, 8).unwrap();
+    let store = crmsync_store::Store::connect(&db.url, 8).unwrap();
     store.migrate().await.unwrap();
     let env = Env::start_with((db, store)).await;
     let mark = capture::mark();

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use crmsync_adapters::store::{Direction, LogStatus, NewSyncLog, Trigger};
 use crmsync_domain::Provider;
+use crmsync_domain::{Direction, LogStatus, Trigger};
+use crmsync_store::NewSyncLog;
 use http::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -806,9 +807,9 @@ async fn the_event_files_drive_the_handlers() {
         }
         let req = lambda_http::request::from_str(&text).expect(file);
         let resp = if file.starts_with("sync-logs") {
-            crmsync_service::handlers::sync_logs(&env.app, req).await
+            crmsync_lambda::routes::sync_logs::handle(&env.app, req).await
         } else {
-            crmsync_service::handlers::integrations(&env.app, req).await
+            crmsync_lambda::routes::integrations::handle(&env.app, req).await
         };
         let (parts, body) = resp.into_parts();
         Reply {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crmsync_adapters::limiter::{Decision, Rate, RateLimiter};
+use crmsync_aws::limiter::{Decision, Rate, RateLimiter};
 
 use crate::common::{CallCounter, moto_config, rate_limit_table};
 
@@ -228,7 +228,7 @@ async fn reservations_give_concurrent_callers_their_turns_with_one_call_each() {
     let probe = limiters[0]
         .reserve("crm:fub:account", rate, 1, Duration::from_secs(1))
         .await;
-    let Err(crmsync_adapters::limiter::LimiterError::WaitTooLong(too_long)) = probe else {
+    let Err(crmsync_aws::LimiterError::WaitTooLong(too_long)) = probe else {
         panic!("expected WaitTooLong, got {probe:?}");
     };
     let next = limiters[1]

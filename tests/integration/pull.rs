@@ -454,10 +454,11 @@ async fn auth_status_reports_and_refreshes_once_for_many_callers() {
         .unwrap()
         .unwrap();
     let opened = ready
+        .ctx
         .vault
         .open(record.id, record.provider, &record.sealed)
         .unwrap();
-    let crmsync_adapters::vault::Credentials::OAuth {
+    let crmsync_store::Credentials::OAuth {
         access_token,
         refresh_token,
         ..
@@ -465,12 +466,13 @@ async fn auth_status_reports_and_refreshes_once_for_many_callers() {
     else {
         panic!("OAuth credentials");
     };
-    let expired = crmsync_adapters::vault::Credentials::OAuth {
+    let expired = crmsync_store::Credentials::OAuth {
         access_token,
         refresh_token,
         expires_at: Some(chrono::Utc::now().timestamp() - 60),
     };
     let sealed = ready
+        .ctx
         .vault
         .seal(record.id, record.provider, &expired)
         .unwrap();
@@ -529,7 +531,7 @@ async fn bad_calls_get_the_contract_errors_and_change_nothing() {
     assert_eq!(anonymous.body["error"], "unauthorized");
 
     let forged =
-        crmsync_adapters::auth::mint_token("another-secret-another-secret-0123", user, 60).unwrap();
+        crmsync_lambda::auth::mint_token("another-secret-another-secret-0123", user, 60).unwrap();
     let reply = env
         .call(
             Route::ContactsSync,

@@ -408,7 +408,7 @@ async fn a_crm_failing_every_time_is_paused_after_ten_leads_and_nothing_is_lost(
         .await
         .unwrap();
     let tally =
-        crmsync_service::push::drain_all(&env.app, Instant::now() + Duration::from_secs(60))
+        crmsync_app::push::drain_all(env.ctx().await, Instant::now() + Duration::from_secs(60))
             .await
             .unwrap();
     assert_eq!(tally.pushed, 10, "{tally:?}");
@@ -472,7 +472,7 @@ async fn two_hundred_leads_at_once_are_paced_under_the_crm_limit() {
             continue;
         }
         let tally =
-            crmsync_service::push::drain_all(&env.app, Instant::now() + Duration::from_secs(30))
+            crmsync_app::push::drain_all(env.ctx().await, Instant::now() + Duration::from_secs(30))
                 .await
                 .unwrap();
         pushed += tally.pushed as u64;

@@ -5,9 +5,9 @@
 use std::time::{Duration, Instant};
 
 use crm_sandbox::FaultConfig;
-use crmsync_adapters::vault::Credentials;
 use crmsync_domain::Provider;
-use crmsync_service::App;
+use crmsync_lambda::App;
+use crmsync_store::Credentials;
 use http::StatusCode;
 use serde_json::json;
 use uuid::Uuid;
@@ -119,6 +119,7 @@ async fn expire_token(env: &Env, user: Uuid, provider: Provider) {
         .unwrap()
         .unwrap();
     let opened = ready
+        .ctx
         .vault
         .open(record.id, provider, &record.sealed)
         .unwrap();
@@ -135,7 +136,7 @@ async fn expire_token(env: &Env, user: Uuid, provider: Provider) {
         refresh_token,
         expires_at: Some(chrono::Utc::now().timestamp() - 60),
     };
-    let sealed = ready.vault.seal(record.id, provider, &expired).unwrap();
+    let sealed = ready.ctx.vault.seal(record.id, provider, &expired).unwrap();
     let past = chrono::Utc::now() - chrono::Duration::seconds(60);
     env.store
         .set_credentials(user, record.id, &sealed, Some(past))
@@ -266,7 +267,7 @@ async fn the_same_lead_delivered_1000_times_at_once_is_pushed_once() {
         "one delivery recorded the lead; the rest were duplicates"
     );
     // Whatever the first webhook's budget left goes out with the scheduled drain.
-    crmsync_service::push::drain_all(&env.app, Instant::now() + Duration::from_secs(30))
+    crmsync_app::push::drain_all(env.ctx().await, Instant::now() + Duration::from_secs(30))
         .await
         .unwrap();
     for p in crms {
@@ -346,8 +347,9 @@ async fn concurrent_drains_push_each_waiting_lead_once() {
         .await
         .unwrap();
     let apps = lambdas(&env, 3);
-    let tallies = futures::future::join_all(apps.iter().map(|app| {
-        crmsync_service::push::drain_all(app, Instant::now() + Duration::from_secs(60))
+    let tallies = futures::future::join_all(apps.iter().map(|app| async move {
+        let ctx = app.context().await.unwrap();
+        crmsync_app::push::drain_all(ctx, Instant::now() + Duration::from_secs(60)).await
     }))
     .await;
     let pushed: usize = tallies.iter().map(|t| t.as_ref().unwrap().pushed).sum();

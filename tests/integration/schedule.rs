@@ -62,7 +62,7 @@ async fn a_scheduled_run_pulls_every_integration_then_drains_the_outbox() {
         .unwrap();
 
     let report =
-        crmsync_service::schedule::run(&env.app, Instant::now() + Duration::from_secs(120))
+        crmsync_app::schedule::run(env.ctx().await, Instant::now() + Duration::from_secs(120))
             .await
             .unwrap();
     assert_eq!(report.integrations, 3);
@@ -92,7 +92,7 @@ async fn a_scheduled_run_pulls_every_integration_then_drains_the_outbox() {
         .unwrap();
     let lease = env.store.try_lock_sync(bob, rex.id).await.unwrap().unwrap();
     let report =
-        crmsync_service::schedule::run(&env.app, Instant::now() + Duration::from_secs(120))
+        crmsync_app::schedule::run(env.ctx().await, Instant::now() + Duration::from_secs(120))
             .await
             .unwrap();
     assert_eq!((report.busy, report.synced), (1, 2), "{report:?}");
@@ -116,7 +116,7 @@ async fn a_run_cut_short_by_its_deadline_is_finished_by_the_next() {
             },
         )
         .unwrap();
-    let report = crmsync_service::schedule::run(&env.app, Instant::now())
+    let report = crmsync_app::schedule::run(env.ctx().await, Instant::now())
         .await
         .unwrap();
     assert_eq!((report.partial, report.synced), (1, 0), "{report:?}");
@@ -127,7 +127,7 @@ async fn a_run_cut_short_by_its_deadline_is_finished_by_the_next() {
         .set_faults(sandbox_provider(Provider::FollowUpBoss), Default::default())
         .unwrap();
     let report =
-        crmsync_service::schedule::run(&env.app, Instant::now() + Duration::from_secs(120))
+        crmsync_app::schedule::run(env.ctx().await, Instant::now() + Duration::from_secs(120))
             .await
             .unwrap();
     assert_eq!(report.synced, 1, "{report:?}");
@@ -148,7 +148,7 @@ async fn a_run_cut_short_by_its_deadline_is_finished_by_the_next() {
         assert_eq!(reply.status, http::StatusCode::OK);
         env.store.list_contacts(other).await.unwrap()
     };
-    let phones = |rows: &[crmsync_adapters::store::StoredContact]| {
+    let phones = |rows: &[crmsync_store::StoredContact]| {
         rows.iter()
             .map(|r| (r.phone_number.clone(), r.name.clone()))
             .collect::<Vec<_>>()

@@ -1,6 +1,7 @@
 //! The application secret from Secrets Manager (moto): fetched once, cached, checked.
 
-use crmsync_adapters::config::{ConfigError, SecretsProvider};
+use crmsync_aws::SecretError as ConfigError;
+use crmsync_lambda::config::SecretsProvider;
 
 use crate::common::{CallCounter, moto_config};
 
@@ -39,7 +40,7 @@ async fn the_secret_is_fetched_once_and_cached() {
     let (a, b) = tokio::join!(provider.get(), provider.get());
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.database_url, "postgres://app:pw@db:5432/app");
-    assert_eq!(b.followupboss_system, "crmsync");
+    assert_eq!(b.crm.followupboss.system, "crmsync");
     assert_eq!(a.encryption_key_previous, None);
     for _ in 0..5 {
         provider.get().await.unwrap();

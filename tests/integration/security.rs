@@ -2,8 +2,8 @@
 //! signatures tampered, stale or replayed, Row Level Security through every route and every table, no
 //! secret in any log line or response, and no credential readable in a database dump.
 
-use crmsync_adapters::vault::Credentials;
 use crmsync_domain::Provider;
+use crmsync_store::Credentials;
 use http::StatusCode;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -364,6 +364,7 @@ async fn oauth_callbacks_with_a_missing_wrong_reused_or_expired_state_or_a_forei
         .map(|(_, v)| v.into_owned())
         .unwrap();
     let stale = ready
+        .ctx
         .vault
         .seal_token(
             "oauth-state",
@@ -381,7 +382,7 @@ async fn oauth_callbacks_with_a_missing_wrong_reused_or_expired_state_or_a_forei
     )
     .await;
     // A cookie sealed by another deployment's key.
-    let foreign_vault = crmsync_adapters::vault::Vault::new(&"7e".repeat(32), None).unwrap();
+    let foreign_vault = crmsync_store::Vault::new(&"7e".repeat(32), None).unwrap();
     let foreign = foreign_vault
         .seal_token(
             "oauth-state",
@@ -850,6 +851,7 @@ async fn stored_secrets(env: &Env, user: Uuid, provider: Provider) -> Vec<Secret
         return vec![];
     };
     match ready
+        .ctx
         .vault
         .open(record.id, provider, &record.sealed)
         .unwrap()
@@ -1047,6 +1049,7 @@ async fn no_secret_reaches_a_log_line_a_response_or_a_database_dump() {
         refresh_token,
         ..
     } = ready
+        .ctx
         .vault
         .open(rex.id, Provider::Rex, &rex.sealed)
         .unwrap()
@@ -1057,7 +1060,11 @@ async fn no_secret_reaches_a_log_line_a_response_or_a_database_dump() {
             refresh_token,
             expires_at: Some(chrono::Utc::now().timestamp() - 10),
         };
-        let sealed = ready.vault.seal(rex.id, Provider::Rex, &expired).unwrap();
+        let sealed = ready
+            .ctx
+            .vault
+            .seal(rex.id, Provider::Rex, &expired)
+            .unwrap();
         env.store
             .set_credentials(user, rex.id, &sealed, None)
             .await

@@ -1,9 +1,9 @@
 //! The Postgres store: migrations, batch upsert by phone, Row Level Security, sealed credentials.
 
 use chrono::{TimeZone, Utc};
-use crmsync_adapters::store::AuthType;
-use crmsync_adapters::vault::{Credentials, Vault};
+use crmsync_domain::AuthType;
 use crmsync_domain::Provider;
+use crmsync_store::{Credentials, Vault};
 use uuid::Uuid;
 
 use crate::common::{contact, migrated_store};
@@ -11,7 +11,7 @@ use crate::common::{contact, migrated_store};
 #[tokio::test]
 async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     let (db, store) = migrated_store().await;
-    let again = crmsync_adapters::store::Store::connect(&db.url, 2).unwrap();
+    let again = crmsync_store::Store::connect(&db.url, 2).unwrap();
     let (a, b) = tokio::join!(store.migrate(), again.migrate());
     a.unwrap();
     b.unwrap();

@@ -1,7 +1,7 @@
 //! `contacts-fetch`: GET /api/integrations/{provider}/contacts/fetch: normalized contacts for inspection; writes nothing.
-//! The handler is [`crmsync_service::handlers::contacts_fetch`].
+//! The route is [`crmsync_lambda::routes::contacts_fetch`].
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    crmsync_service::run_http(crmsync_service::handlers::contacts_fetch).await
+    crmsync_lambda::run_http(crmsync_lambda::routes::contacts_fetch::handle).await
 }

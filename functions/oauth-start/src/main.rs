@@ -1,7 +1,7 @@
 //! `oauth-start`: GET /api/integrations/{provider}/oauth/start (and /api/integrations/followupboss/authorize): redirects to the CRM's consent page.
-//! The handler is [`crmsync_service::handlers::oauth_start`].
+//! The route is [`crmsync_lambda::routes::oauth_start`].
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    crmsync_service::run_http(crmsync_service::handlers::oauth_start).await
+    crmsync_lambda::run_http(crmsync_lambda::routes::oauth_start::handle).await
 }

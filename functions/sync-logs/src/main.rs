@@ -1,7 +1,7 @@
 //! `sync-logs`: GET /api/integrations/{id}/logs and GET /api/integrations/logs: sync logs, newest first.
-//! The handler is [`crmsync_service::handlers::sync_logs`].
+//! The route is [`crmsync_lambda::routes::sync_logs`].
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    crmsync_service::run_http(crmsync_service::handlers::sync_logs).await
+    crmsync_lambda::run_http(crmsync_lambda::routes::sync_logs::handle).await
 }

@@ -7,7 +7,7 @@
 //!   made lazy: the SDK configuration with its credentials chain built at once, both SDK clients and
 //!   the CRM HTTP client;
 //! * `aws-eager`: the SDK configuration with its credentials chain built at once,
-//!   `crmsync_adapters::config::aws_config()`;
+//!   `crmsync_aws::sdk::default_config()`;
 //! * `sdk-clients`: a Secrets Manager and a DynamoDB client, from a configuration without a chain;
 //! * `crm-http`: the CRM HTTP client made at once (`CrmHttp::build_client`: the reqwest client and
 //!   its TLS roots), as `App::from_env()` did before it was made on the first CRM call.
@@ -33,16 +33,16 @@ pub async fn run(args: &HashMap<String, String>) -> Result<(), Error> {
     let step = args.get("step").map_or("from-env", String::as_str);
     let started = Instant::now();
     match step {
-        "from-env" => drop(crmsync_service::App::from_env().await?),
+        "from-env" => drop(crmsync_lambda::App::from_env().await?),
         "from-env-before" => {
-            let settings = crmsync_adapters::config::Settings::from_env()?;
-            let aws = crmsync_adapters::config::aws_config().await;
+            let settings = crmsync_lambda::config::Settings::from_env()?;
+            let aws = crmsync_aws::sdk::default_config().await;
             drop(aws_sdk_secretsmanager::Client::new(&aws));
             drop(aws_sdk_dynamodb::Client::new(&aws));
             crmsync_crm::CrmHttp::new()?.build_client()?;
             drop(settings);
         }
-        "aws-eager" => drop(crmsync_adapters::config::aws_config().await),
+        "aws-eager" => drop(crmsync_aws::sdk::default_config().await),
         "sdk-clients" => {
             let aws = static_aws().await;
             let started = Instant::now();

@@ -44,16 +44,16 @@ fn category(symbol: &str) -> Option<&'static str> {
         "postgres_protocol::",
         "postgres_types::",
         "deadpool_postgres::",
-        "crmsync_adapters::store",
+        "crmsync_store::",
     ]) {
         Some("Postgres client (`tokio-postgres`: statements, parameters, results)")
     } else if has(&["hyper::", "hyper_util::", "h2::", "reqwest::", "httparse::"]) {
         Some("HTTP client (`reqwest`, `hyper`)")
-    } else if has(&["crmsync_domain::"]) {
-        Some("mapping, other than phones (`crmsync_domain`)")
+    } else if has(&["crmsync_domain::", "crmsync_crm::mapping", "::mapping::"]) {
+        Some("mapping, other than phones (`crmsync_domain`, each CRM's `mapping`)")
     } else if has(&["crmsync_crm::"]) {
         Some("CRM client (request, copying the page's records out of the response)")
-    } else if has(&["crmsync_service::"]) {
+    } else if has(&["crmsync_app::", "crmsync_lambda::"]) {
         Some("the sync loop (cursor, page state, handler)")
     } else if has(&["tokio::", "mio::"]) {
         Some("async runtime (`tokio`: scheduling, I/O readiness)")

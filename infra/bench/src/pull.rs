@@ -16,10 +16,10 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crmsync_adapters::store::Store;
-use crmsync_crm::{CrmAuth, CrmClient};
-use crmsync_domain::{Contact, Mapped, Provider, SyncCursor, dedupe_by_phone, map_record};
-use crmsync_service::handlers;
+use crmsync_crm::{CrmAuth, map_record};
+use crmsync_domain::{Contact, Mapped, Provider, SyncCursor, dedupe_by_phone};
+use crmsync_lambda::routes;
+use crmsync_store::Store;
 use serde_json::{Value, json};
 use tokio_postgres::types::Type;
 use uuid::Uuid;
@@ -65,7 +65,7 @@ pub async fn sync_once(args: &HashMap<String, String>) -> Result<(), Error> {
         None,
     )?;
     let started = Instant::now();
-    let resp = handlers::contacts_sync(&app, req).await;
+    let resp = routes::contacts_sync::handle(&app, req).await;
     let secs = started.elapsed().as_secs_f64();
     let (parts, body) = resp.into_parts();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -168,10 +168,8 @@ pub struct Rows {
 pub async fn read_rows(stack: &Stack) -> Result<Rows, Error> {
     let d = stack.deploy().await?;
     let app = d.wiring.app().await?;
-    let ready = app.ready().await.map_err(|e| e.detail().to_owned())?;
-    let client = CrmClient::new(
-        &app.http,
-        &ready.endpoints,
+    let ctx = app.context().await.map_err(|e| e.detail().to_owned())?;
+    let client = ctx.crms.client(
         Provider::FollowUpBoss,
         CrmAuth::ApiKey(FUB_API_KEY.to_owned()),
     );
@@ -185,7 +183,7 @@ pub async fn read_rows(stack: &Stack) -> Result<Rows, Error> {
     loop {
         let t = Instant::now();
         let page = client
-            .list_page(&cursor, token.as_deref(), crmsync_service::pull::PAGE_SIZE)
+            .list_page(&cursor, token.as_deref(), crmsync_app::pull::PAGE_SIZE)
             .await?;
         fetch += t.elapsed();
         let t = Instant::now();
@@ -330,9 +328,7 @@ pub async fn batched_run(stack: &Stack, pages: &[Vec<Contact>]) -> Result<(f64, 
     let mut batches: Vec<Vec<Contact>> = Vec::new();
     for page in pages {
         match batches.last_mut() {
-            Some(b) if b.len() < crmsync_service::pull::WRITE_BATCH => {
-                b.extend(page.iter().cloned())
-            }
+            Some(b) if b.len() < crmsync_app::pull::WRITE_BATCH => b.extend(page.iter().cloned()),
             _ => batches.push(page.clone()),
         }
     }

@@ -11,9 +11,9 @@
 
 use std::time::{Duration, Instant};
 
-use crmsync_adapters::store::{NewLeadEvent, Trigger};
-use crmsync_domain::{Lead, LeadEvent, PhoneNumber, Region};
-use crmsync_service::{handlers, push};
+use crmsync_app::push;
+use crmsync_domain::{LeadEvent, PhoneNumber, Region, Trigger};
+use crmsync_lambda::routes;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -103,30 +103,17 @@ pub async fn run(
     connect_fub(&app, &stack.http, user).await?;
     let run_id = Uuid::new_v4().simple().to_string()[..8].to_owned();
     let bodies: Vec<Value> = (0..leads).map(|i| lead_body(i, user, &run_id)).collect();
-    let ready = app.ready().await.map_err(|e| e.detail().to_owned())?;
+    let ctx = app.context().await.map_err(|e| e.detail().to_owned())?;
 
     if mode == Mode::Drain {
         for body in &bodies {
             let event = LeadEvent::from_json(body)?;
-            let lead = Lead::from_payload(event.payload, app.settings.default_phone_region)?;
-            let payload = serde_json::to_value(&lead)?;
-            let accepted = ready
-                .store
-                .accept_lead_event(
-                    lead.user_id,
-                    &NewLeadEvent {
-                        lead_id: &lead.id,
-                        version_key: &lead.version_key(),
-                        event: event.kind.as_event_name(),
-                        payload: &payload,
-                        risk_score: lead.risk_score,
-                        has_phone: lead.phone.is_some(),
-                    },
-                    Trigger::Webhook,
-                )
-                .await?;
-            if accepted.pending.len() != 1 {
-                return Err(format!("lead {} got no delivery", lead.id).into());
+            let lead_id = event.payload.id.clone().unwrap_or_default();
+            let recorded = push::record(ctx, event, Trigger::Webhook)
+                .await
+                .map_err(|e| e.detail())?;
+            if recorded.outbox.pending.len() != 1 {
+                return Err(format!("lead {lead_id} got no delivery").into());
             }
         }
     }
@@ -158,14 +145,14 @@ pub async fn run(
                     ],
                     Some(&text),
                 )?;
-                let resp = handlers::lead_webhook(&app, req).await;
+                let resp = routes::lead_webhook::handle(&app, req).await;
                 if resp.status() != http::StatusCode::ACCEPTED {
                     return Err(format!("lead-webhook answered {}", resp.status()).into());
                 }
             }
         }
         Mode::Drain => {
-            push::drain_all(&app, Instant::now() + Duration::from_secs(1800))
+            push::drain_all(ctx, Instant::now() + Duration::from_secs(1800))
                 .await
                 .map_err(|e| e.detail().to_owned())?;
         }

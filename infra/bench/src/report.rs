@@ -621,7 +621,7 @@ fn cold_section(s: &mut String, r: &Results, f: &Figures) {
              | step | median (ms) |\n|---|---|\n\
              | `App::from_env()` now: settings and the SDK configuration; every client made on first use | {now:.2} |\n\
              | `App::from_env()` as it was: the same, plus the credentials chain, both SDK clients and the CRM HTTP client made at once | {before:.2} |\n\
-             | the SDK configuration with its credentials chain built at once (`crmsync_adapters::config::aws_config`) | {eager:.2} |\n\
+             | the SDK configuration with its credentials chain built at once (`crmsync_aws::sdk::default_config`) | {eager:.2} |\n\
              | a Secrets Manager and a DynamoDB client | {clients:.2} |\n\
              | the CRM HTTP client made at once (`CrmHttp::build_client`: `reqwest` and its TLS roots) | {crm_http:.2} |\n"
         );

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crmsync_adapters::config::Settings;
-use crmsync_adapters::store::Store;
-use crmsync_service::{App, handlers};
+use crmsync_lambda::config::Settings;
+use crmsync_lambda::{App, routes};
+use crmsync_store::Store;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -248,7 +248,7 @@ impl Stack {
                 return Err(format!("{what} did not start listening on {port}").into());
             }
         }
-        crmsync_adapters::limiter::create_table(
+        crmsync_aws::limiter::create_table(
             &aws_sdk_dynamodb::Client::new(&stack.aws),
             &stack.table,
         )
@@ -454,7 +454,7 @@ pub async fn aws(endpoint: &str) -> aws_config::SdkConfig {
 
 /// A JWT of `user` for the deployment's `jwt_secret`.
 pub fn token(user: Uuid) -> Result<String, Error> {
-    Ok(crmsync_adapters::auth::mint_token(
+    Ok(crmsync_lambda::auth::mint_token(
         JWT_SECRET,
         user,
         4 * 3600,
@@ -506,7 +506,7 @@ pub fn event(
     Ok(lambda_http::request::from_str(&event.to_string())?)
 }
 
-fn header(resp: &crmsync_adapters::http::Response, name: &str) -> Option<String> {
+fn header(resp: &crmsync_lambda::http::Response, name: &str) -> Option<String> {
     resp.headers()
         .get_all(name)
         .iter()
@@ -515,7 +515,7 @@ fn header(resp: &crmsync_adapters::http::Response, name: &str) -> Option<String>
         .next()
 }
 
-fn set_cookie(resp: &crmsync_adapters::http::Response, name: &str) -> Option<String> {
+fn set_cookie(resp: &crmsync_lambda::http::Response, name: &str) -> Option<String> {
     resp.headers()
         .get_all(http::header::SET_COOKIE)
         .iter()
@@ -532,7 +532,7 @@ fn set_cookie(resp: &crmsync_adapters::http::Response, name: &str) -> Option<Str
 pub async fn connect_fub(app: &App, http: &reqwest::Client, user: Uuid) -> Result<(), Error> {
     let jwt = token(user)?;
     let auth = format!("alto_admin={jwt}");
-    let start = handlers::oauth_start(
+    let start = routes::oauth_start::handle(
         app,
         event(
             "GET",
@@ -560,7 +560,7 @@ pub async fn connect_fub(app: &App, http: &reqwest::Client, user: Uuid) -> Resul
         .split_once('?')
         .ok_or("the consent redirect has no query")?;
     let path = path.trim_start_matches(BASE_URL);
-    let done = handlers::oauth_callback(
+    let done = routes::oauth_callback::handle(
         app,
         event(
             "GET",

@@ -242,7 +242,7 @@ async fn start_services(
                 .batch_execute(&format!("CREATE DATABASE {database}"))
                 .await?;
         }
-        let store = crmsync_adapters::store::Store::connect(&stack.pg.url(database), 2)?;
+        let store = crmsync_store::Store::connect(&stack.pg.url(database), 2)?;
         store.migrate().await?;
         Ok(())
     })
@@ -255,7 +255,7 @@ async fn start_services(
                 return Err("moto_server did not start listening".into());
             }
             let conf = aws(&format!("http://127.0.0.1:{MOTO_PORT}")).await;
-            crmsync_adapters::limiter::create_table(&aws_sdk_dynamodb::Client::new(&conf), TABLE)
+            crmsync_aws::limiter::create_table(&aws_sdk_dynamodb::Client::new(&conf), TABLE)
                 .await?;
             aws_sdk_secretsmanager::Client::new(&conf)
                 .create_secret()
@@ -354,7 +354,7 @@ fn dev_jwt(secrets: &Value, hours: u64) -> Result<String, Error> {
         .as_str()
         .ok_or("jwt_secret missing from .dev/secrets.json")?;
     let user = Uuid::parse_str(DEV_USER)?;
-    Ok(crmsync_adapters::auth::mint_token(
+    Ok(crmsync_lambda::auth::mint_token(
         secret,
         user,
         hours * 3600,
@@ -402,9 +402,7 @@ async fn migrate(url: Option<String>) -> Result<(), Error> {
         .or_else(|| std::env::var("DATABASE_URL").ok())
         .ok_or("give the database URL: `crmsync-dev migrate postgres://…` or DATABASE_URL")?;
     step("applying infra/migrations", async {
-        crmsync_adapters::store::Store::connect(&url, 1)?
-            .migrate()
-            .await?;
+        crmsync_store::Store::connect(&url, 1)?.migrate().await?;
         Ok(())
     })
     .await

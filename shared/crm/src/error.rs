@@ -2,13 +2,14 @@
 //!
 //! A CRM error body is never copied into an error or a log line: REX echoes the session token in
 //! its error bodies, and other CRMs echo request data. Only the CRM's short error *code* is kept
-//! (FUB `errorMessage`, Lofty `code`, REX `error.type`), shortened and stripped of control
+//! (where each CRM puts it: see its `CrmKind::error_code`), shortened and stripped of control
 //! characters.
 
 use std::time::Duration;
 
-use crmsync_domain::Provider;
 use serde_json::Value;
+
+use crate::CrmKind;
 
 /// Why a CRM call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,16 +53,11 @@ impl CrmError {
 /// The longest CRM error code kept in a message.
 const MAX_CODE_CHARS: usize = 80;
 
-/// The CRM's short error code from an error body, when the body has one where that CRM puts it:
-/// FUB `errorMessage`, Lofty `code` (number or string), REX `error.type`. Bare strings, HTML
-/// pages and unknown shapes give `None`.
-pub(crate) fn error_code(provider: Provider, body: Option<&Value>) -> Option<String> {
-    let body = body?;
-    let raw = match provider {
-        Provider::FollowUpBoss => body.get("errorMessage"),
-        Provider::Lofty => body.get("code"),
-        Provider::Rex => body.get("error").and_then(|e| e.get("type")),
-    }?;
+/// The CRM's short error code from an error body, when the body has one where that CRM puts it
+/// ([`CrmKind::error_code`]): a string or a number, shortened and stripped of control characters.
+/// Bare strings, HTML pages and unknown shapes give `None`.
+pub(crate) fn error_code(kind: &dyn CrmKind, body: Option<&Value>) -> Option<String> {
+    let raw = kind.error_code(body?)?;
     let text = match raw {
         Value::String(s) => s.clone(),
         Value::Number(n) => n.to_string(),
@@ -76,23 +72,12 @@ pub(crate) fn error_code(provider: Provider, body: Option<&Value>) -> Option<Str
     (!clean.is_empty()).then(|| clean.to_owned())
 }
 
-/// The REX `error` object of a body, when it is set (REX may answer HTTP 200 with an error).
-pub(crate) fn rex_error(body: Option<&Value>) -> Option<&Value> {
-    body?.get("error").filter(|e| !e.is_null())
-}
-
-/// Whether a Lofty error code means the key or token was refused (`200058` "User in token does
-/// not exist" comes with HTTP 400 when an API key is sent as Bearer).
-fn lofty_refused(code: &str) -> bool {
-    matches!(code, "200058" | "BAD_CREDENTIALS")
-}
-
-/// The error for a non-success answer: `status` is the HTTP status, or for a REX HTTP-200 error
-/// the status REX put in `error.code` (400 when it has none). (A 429 answer is turned into
-/// `RateLimited` by the retry loop, with the CRM's wait; this one is a REX 200-with-error.)
-pub(crate) fn from_status(provider: Provider, status: u16, body: Option<&Value>) -> CrmError {
-    let code = error_code(provider, body);
-    if provider == Provider::Lofty && code.as_deref().is_some_and(lofty_refused) {
+/// The error for a non-success answer: `status` is the HTTP status, or the status of a failure the CRM
+/// reported in a success answer ([`CrmKind::failure_in_body`]). (A 429 answer is turned into
+/// `RateLimited` by the retry loop, with the CRM's wait; this one was reported in a body.)
+pub(crate) fn from_status(kind: &dyn CrmKind, status: u16, body: Option<&Value>) -> CrmError {
+    let code = error_code(kind, body);
+    if code.as_deref().is_some_and(|c| kind.refuses_credentials(c)) {
         return CrmError::InvalidCredentials;
     }
     match status {
@@ -102,7 +87,7 @@ pub(crate) fn from_status(provider: Provider, status: u16, body: Option<&Value>)
             retry_after: Duration::from_secs(1),
         },
         _ => {
-            let mut message = format!("{} answered with an error", provider.label());
+            let mut message = format!("{} answered with an error", kind.provider().label());
             if let Some(code) = code {
                 message.push_str(&format!(" ({code})"));
             }
@@ -111,28 +96,20 @@ pub(crate) fn from_status(provider: Provider, status: u16, body: Option<&Value>)
     }
 }
 
-/// The effective status of a REX error object: its numeric `code` when it is an HTTP error
-/// status, else 401 for `AuthenticationError`, 404 for `NotFoundError`, else 400.
-pub(crate) fn rex_status(error: &Value) -> u16 {
-    let code = error.get("code").and_then(|c| match c {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    });
-    match code {
-        Some(c @ 400..=599) => c as u16,
-        _ => match error.get("type").and_then(Value::as_str) {
-            Some("AuthenticationError") => 401,
-            Some("NotFoundError") => 404,
-            _ => 400,
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kind;
+    use crmsync_domain::Provider;
     use serde_json::json;
+
+    fn error_code(provider: Provider, body: Option<&Value>) -> Option<String> {
+        super::error_code(kind(provider), body)
+    }
+
+    fn from_status(provider: Provider, status: u16, body: Option<&Value>) -> CrmError {
+        super::from_status(kind(provider), status, body)
+    }
 
     #[test]
     fn codes_come_from_where_each_crm_puts_them() {
@@ -187,8 +164,5 @@ mod tests {
         );
         assert!(!e.is_retryable());
         assert!(from_status(Provider::Lofty, 503, None).is_retryable());
-        assert_eq!(rex_status(&json!({"type": "AuthenticationError"})), 401);
-        assert_eq!(rex_status(&json!({"code": "500"})), 500);
-        assert_eq!(rex_status(&json!({"code": 7})), 400);
     }
 }

@@ -1,31 +1,220 @@
-//! The CRM clients of crmsync — REX (Rex Software), Follow Up Boss and Lofty — behind one
-//! interface, [`CrmClient`], plus the OAuth flows of REX and Follow Up Boss ([`oauth`]).
+//! Everything crmsync knows about talking to CRMs — REX (Rex Software), Follow Up Boss and Lofty.
 //!
-//! * One [`CrmHttp`] per cold start: one `reqwest` client (rustls, redirects off, connect 5 s /
-//!   request 30 s, pooled), the [`RetryPolicy`] and the per-account [`Pacer`]s.
-//! * One [`CrmClient`] per provider account: it adds the provider's headers, paces by the CRM's
-//!   own rate-limit headers, retries idempotent calls (and writes only where nothing was
-//!   processed), and turns answers into [`CrmError`]s that never carry a token or a raw body.
+//! * One folder per CRM ([`rex`], [`followupboss`], [`lofty`]): its client calls, its JSON mapping in
+//!   both directions, its settings and its quirks (OAuth flavour, auth headers, error dialect,
+//!   documented rate, whether a page token survives a restart), described by its [`CrmKind`].
+//! * One interface the rest of crmsync talks to: [`Crm`], one CRM account, reached through a
+//!   [`CrmClient`] handle; [`kind`] gives the static facts of a provider.
+//! * One transport ([`CrmHttp`]): the `reqwest` client, pacing by each CRM's rate-limit headers and the
+//!   one [`RetryPolicy`]. Answers become [`CrmError`]s that never carry a token or a raw body.
+//! * The OAuth flows ([`oauth`]), on the `oauth2` crate, parameterised by each CRM's flavour.
 //!
-//! Facts about the APIs are in `shared/docs/crm-apis.md`; where that page marks something
+//! This crate depends on `crmsync-domain` only and is built from plain configuration values
+//! ([`CrmConfig`]). Facts about the APIs are in `docs/crm-apis.md`; where that page marks something
 //! unconfirmed, the clients accept both readings.
 
-mod client;
-mod endpoints;
+mod config;
 mod error;
-mod http;
+mod mapping;
 pub mod oauth;
-mod pacer;
+mod records;
+mod transport;
+
+pub mod followupboss;
+pub mod lofty;
+pub mod rex;
 
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
+use crmsync_domain::{Lead, Mapped, PhoneNumber, Provider, Region, SyncCursor};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-pub use client::CrmClient;
-pub use endpoints::CrmEndpoints;
+pub use config::{Common, CrmConfig, CrmSecrets, CrmSettings};
 pub use error::CrmError;
-pub use http::{CrmHttp, RetryPolicy, Sleeper, Timeouts};
-pub use pacer::Pacer;
+pub use oauth::{OAuthConfig, OAuthFlavour, TokenSet};
+pub use transport::{CrmHttp, Pacer, RetryPolicy, Sleeper, Timeouts};
+
+/// The static facts of one CRM: how it authenticates, how it answers, how fast it may be called, how
+/// its records map to ours. One value per provider, from [`kind`].
+pub trait CrmKind: Send + Sync + 'static {
+    /// The provider this describes.
+    fn provider(&self) -> Provider;
+
+    /// The OAuth client of this CRM from the configuration, or `None` when it connects by API key only.
+    fn oauth(&self, config: &CrmConfig) -> Option<OAuthConfig>;
+
+    /// Whether an account can be connected with an API key.
+    fn accepts_api_key(&self) -> bool;
+
+    /// The documented request limit of one account, `(requests, per window)`, used until the CRM's own
+    /// rate-limit headers say otherwise.
+    fn documented_rate(&self) -> (u32, Duration);
+
+    /// Whether a page token saved by an interrupted sync still lists the same records when a later run
+    /// resumes with it. When it does not, a resumed sync starts from its cursor instead.
+    fn page_token_survives_restart(&self) -> bool;
+
+    /// Maps one record of this CRM to a contact (or says why it cannot be one). Total: junk never
+    /// panics.
+    fn map_record(&self, record: &Value, region: Region) -> Mapped;
+
+    /// A client for one account of this CRM.
+    fn client(&self, http: &CrmHttp, config: &CrmConfig, auth: CrmAuth) -> CrmClient;
+
+    /// The CRM's short error code in an error body, where this CRM puts it (`None` when it has none).
+    fn error_code<'a>(&self, body: &'a Value) -> Option<&'a Value>;
+
+    /// Whether an error code means the CRM refused the credentials, whatever the HTTP status.
+    fn refuses_credentials(&self, _code: &str) -> bool {
+        false
+    }
+
+    /// The status of a failure the CRM reported inside a success answer (`None`: the answer is what
+    /// its HTTP status says).
+    fn failure_in_body(&self, _body: Option<&Value>) -> Option<u16> {
+        None
+    }
+}
+
+/// The static facts of `provider`.
+pub fn kind(provider: Provider) -> &'static dyn CrmKind {
+    match provider {
+        Provider::Rex => &rex::Rex,
+        Provider::FollowUpBoss => &followupboss::FollowUpBoss,
+        Provider::Lofty => &lofty::Lofty,
+    }
+}
+
+/// Maps one record of `provider`'s shape (see [`CrmKind::map_record`]).
+pub fn map_record(provider: Provider, record: &Value, region: Region) -> Mapped {
+    kind(provider).map_record(record, region)
+}
+
+/// One CRM account: what the pull and the push ask of a CRM.
+#[async_trait::async_trait]
+pub trait Crm: Send + Sync {
+    /// The CRM this account is at.
+    fn kind(&self) -> &'static dyn CrmKind;
+
+    /// The most restrictive limit this account has advertised in its rate-limit headers (requests per
+    /// window), once a response carried them.
+    fn advertised_rate(&self) -> Option<(u32, Duration)>;
+
+    /// One page of raw records, oldest update first, from `cursor` (and `page_token`, the token of a
+    /// previous page). `limit` is clamped to 1..=100.
+    async fn list_page(
+        &self,
+        cursor: &SyncCursor,
+        page_token: Option<&str>,
+        limit: u32,
+    ) -> Result<Page, CrmError>;
+
+    /// One cheap authenticated call, to check credentials when an account is connected. A refused key
+    /// or token is [`CrmError::InvalidCredentials`].
+    async fn verify_credentials(&self) -> Result<(), CrmError>;
+
+    /// The person whose phone is `phone`, confirmed on the record's own phones (CRMs store free
+    /// formats): its id and its record, as an update needs it.
+    async fn find_by_phone(&self, phone: &PhoneNumber)
+    -> Result<Option<(String, Value)>, CrmError>;
+
+    /// Creates the lead. Not retried except on 429 and on connection failures before anything was sent.
+    async fn create(&self, lead: &Lead) -> Result<PushResult, CrmError>;
+
+    /// Updates the person `external_id` (whose record is `existing`) with the lead. When there is
+    /// nothing to send, no call is made and the action is `Unchanged`.
+    async fn update(
+        &self,
+        external_id: &str,
+        existing: &Value,
+        lead: &Lead,
+    ) -> Result<PushResult, CrmError>;
+}
+
+/// A handle to one CRM account. Cheap to clone; clones share pacing.
+#[derive(Clone)]
+pub struct CrmClient(Arc<dyn Crm>);
+
+impl fmt::Debug for CrmClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CrmClient")
+            .field("provider", &self.provider())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CrmClient {
+    /// A client for an account of `provider` with these credentials.
+    pub fn new(http: &CrmHttp, config: &CrmConfig, provider: Provider, auth: CrmAuth) -> Self {
+        kind(provider).client(http, config, auth)
+    }
+
+    /// A handle to any implementation of [`Crm`] (tests give the pull and the push a fake).
+    pub fn from_crm(crm: Arc<dyn Crm>) -> Self {
+        CrmClient(crm)
+    }
+
+    pub fn provider(&self) -> Provider {
+        self.0.kind().provider()
+    }
+
+    pub fn kind(&self) -> &'static dyn CrmKind {
+        self.0.kind()
+    }
+
+    /// See [`Crm::advertised_rate`].
+    pub fn advertised_rate(&self) -> Option<(u32, Duration)> {
+        self.0.advertised_rate()
+    }
+
+    /// See [`Crm::list_page`].
+    pub async fn list_page(
+        &self,
+        cursor: &SyncCursor,
+        page_token: Option<&str>,
+        limit: u32,
+    ) -> Result<Page, CrmError> {
+        self.0
+            .list_page(cursor, page_token, limit.clamp(1, 100))
+            .await
+    }
+
+    /// See [`Crm::verify_credentials`].
+    pub async fn verify_credentials(&self) -> Result<(), CrmError> {
+        self.0.verify_credentials().await
+    }
+
+    /// See [`Crm::find_by_phone`].
+    pub async fn find_by_phone(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<Option<(String, Value)>, CrmError> {
+        self.0.find_by_phone(phone).await
+    }
+
+    /// See [`Crm::create`].
+    pub async fn create(&self, lead: &Lead) -> Result<PushResult, CrmError> {
+        self.0.create(lead).await
+    }
+
+    /// See [`Crm::update`].
+    pub async fn update(
+        &self,
+        external_id: &str,
+        existing: &Value,
+        lead: &Lead,
+    ) -> Result<PushResult, CrmError> {
+        self.0.update(external_id, existing, lead).await
+    }
+
+    /// Maps one record of this CRM (see [`CrmKind::map_record`]).
+    pub fn map_record(&self, record: &Value, region: Region) -> Mapped {
+        self.kind().map_record(record, region)
+    }
+}
 
 /// The credentials of one CRM account. `Debug` never shows them.
 #[derive(Clone, PartialEq, Eq)]
@@ -33,8 +222,7 @@ pub enum CrmAuth {
     /// An OAuth access token (REX, Follow Up Boss), or a REX login session token: sent as
     /// `Authorization: Bearer`.
     OAuth { access_token: String },
-    /// An API key: FUB `Basic base64(key:)`, Lofty `token <key>` (REX has none; a value here
-    /// is sent as Bearer).
+    /// An API key, sent the way its CRM takes keys.
     ApiKey(String),
 }
 
@@ -62,9 +250,8 @@ impl fmt::Debug for CrmAuth {
 /// One page of raw CRM records, oldest update first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
-    pub records: Vec<serde_json::Value>,
-    /// The token for the next page (FUB `next`, Lofty `scrollId`); always `None` for REX, which
-    /// pages by the cursor itself.
+    pub records: Vec<Value>,
+    /// The token for the next page (FUB `next`, Lofty `scrollId`, REX an offset within one second).
     pub next_token: Option<String>,
     /// Whether another page should be asked for.
     pub has_more: bool,
@@ -136,6 +323,13 @@ mod tests {
                 serde_json::json!(a.as_str())
             );
             assert_eq!(a.to_string(), a.as_str());
+        }
+    }
+
+    #[test]
+    fn every_provider_has_its_kind() {
+        for p in Provider::ALL {
+            assert_eq!(kind(p).provider(), p);
         }
     }
 }

@@ -1,11 +1,8 @@
-//! OAuth 2.0 authorization-code flows of REX and Follow Up Boss, on the `oauth2` crate with our
-//! own HTTP client (the one reqwest of the workspace, see [`CrmHttp`]).
-//!
-//! * REX: standard code flow; PKCE S256 when `REX_PKCE` is on; scope from `REX_SCOPE`; client
-//!   authentication by HTTP Basic.
-//! * Follow Up Boss: `response_type=auth_code`, no PKCE, no scope, HTTP Basic client
-//!   authentication, and `state` echoed in the code-exchange body (the token request fails
-//!   without it). The legacy `{"success":true,"data":{…}}` token answer is read too.
+//! OAuth 2.0 authorization-code flows, on the `oauth2` crate with our own HTTP client (the one
+//! reqwest of the workspace, see [`CrmHttp`]). Each CRM that connects by OAuth describes how its flow
+//! differs from the standard one in an [`OAuthFlavour`] (see its folder); client authentication is
+//! HTTP Basic for all of them, and the legacy `{"success":true,"data":{…}}` token answer of Follow Up
+//! Boss is read too.
 //!
 //! Token requests are not idempotent (a code is single-use; refresh tokens may rotate), so they
 //! are retried only on 429 and on connection failures where nothing was sent.
@@ -18,7 +15,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use crmsync_adapters::config::{AppSecrets, Settings};
 use crmsync_domain::Provider;
 use http::HeaderValue;
 use http::header::CONTENT_TYPE;
@@ -36,20 +32,34 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::error::CrmError;
-use crate::http::{Call, CrmHttp};
+use crate::transport::{Call, CrmHttp};
+
+/// How a CRM's authorization-code flow differs from the standard one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OAuthFlavour {
+    /// The `response_type` of the authorize URL (the standard `code`, or Follow Up Boss's `auth_code`).
+    pub response_type: &'static str,
+    /// Whether the configured scopes are sent.
+    pub scopes: bool,
+    /// Whether a PKCE S256 challenge may be sent (and its verifier with the code exchange).
+    pub pkce: bool,
+    /// Whether the code exchange must carry `state` again (the token request fails without it).
+    pub state_in_token_request: bool,
+}
 
 /// The OAuth client settings of one provider.
 #[derive(Clone, PartialEq, Eq)]
 pub struct OAuthConfig {
     pub provider: Provider,
+    pub flavour: OAuthFlavour,
     pub auth_url: String,
     pub token_url: String,
     pub redirect_uri: String,
     pub client_id: String,
     pub client_secret: String,
-    /// Space-separated scopes (REX); empty for none.
+    /// Space-separated scopes; empty for none.
     pub scope: String,
-    /// Send a PKCE S256 challenge (REX only; FUB has no PKCE).
+    /// Send a PKCE S256 challenge (where the flavour allows it).
     pub pkce: bool,
 }
 
@@ -57,6 +67,7 @@ impl fmt::Debug for OAuthConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OAuthConfig")
             .field("provider", &self.provider)
+            .field("flavour", &self.flavour)
             .field("auth_url", &self.auth_url)
             .field("token_url", &self.token_url)
             .field("redirect_uri", &self.redirect_uri)
@@ -69,43 +80,9 @@ impl fmt::Debug for OAuthConfig {
 }
 
 impl OAuthConfig {
-    pub fn rex(settings: &Settings, secrets: &AppSecrets) -> Self {
-        OAuthConfig {
-            provider: Provider::Rex,
-            auth_url: settings.rex.auth_url.clone(),
-            token_url: settings.rex.token_url.clone(),
-            redirect_uri: settings.rex.redirect_uri.clone(),
-            client_id: secrets.rex_client_id.clone(),
-            client_secret: secrets.rex_client_secret.clone(),
-            scope: settings.rex.scope.clone(),
-            pkce: settings.rex.pkce,
-        }
-    }
-
-    pub fn followupboss(settings: &Settings, secrets: &AppSecrets) -> Self {
-        OAuthConfig {
-            provider: Provider::FollowUpBoss,
-            auth_url: settings.followupboss.auth_url.clone(),
-            token_url: settings.followupboss.token_url.clone(),
-            redirect_uri: settings.followupboss.redirect_uri.clone(),
-            client_id: secrets.followupboss_client_id.clone(),
-            client_secret: secrets.followupboss_client_secret.clone(),
-            scope: String::new(),
-            pkce: false,
-        }
-    }
-
-    /// The configuration of `provider`, or `None` for Lofty (API keys only).
-    pub fn for_provider(
-        provider: Provider,
-        settings: &Settings,
-        secrets: &AppSecrets,
-    ) -> Option<Self> {
-        match provider {
-            Provider::Rex => Some(Self::rex(settings, secrets)),
-            Provider::FollowUpBoss => Some(Self::followupboss(settings, secrets)),
-            Provider::Lofty => None,
-        }
+    /// Whether a PKCE challenge is sent: configured on and allowed by the CRM.
+    pub fn uses_pkce(&self) -> bool {
+        self.pkce && self.flavour.pkce
     }
 }
 
@@ -141,18 +118,13 @@ pub fn new_state() -> String {
     CsrfToken::new_random_len(32).secret().clone()
 }
 
-/// The URL to send the user to. `provider` picks the flavour (FUB: `response_type=auth_code`,
-/// no scope, no PKCE; REX: `response_type=code`, the configured scope, and the S256
-/// `pkce_challenge` when PKCE is on and one is given).
+/// The URL to send the user to, in the CRM's flavour: its `response_type`, the configured scopes
+/// where it takes them, and the S256 `pkce_challenge` when PKCE is on and one is given.
 ///
 /// A configured URL that does not parse cannot be repaired here: it is logged and returned as
 /// configured.
-pub fn authorize_url(
-    provider: Provider,
-    cfg: &OAuthConfig,
-    state: &str,
-    pkce_challenge: Option<&str>,
-) -> String {
+pub fn authorize_url(cfg: &OAuthConfig, state: &str, pkce_challenge: Option<&str>) -> String {
+    let provider = cfg.provider;
     let client = match client(cfg) {
         Ok(c) => c,
         Err(_) => {
@@ -164,27 +136,26 @@ pub fn authorize_url(
         }
     };
     let state = state.to_owned();
+    let flavour = cfg.flavour;
     let mut req = client.authorize_url(|| CsrfToken::new(state));
-    match provider {
-        Provider::FollowUpBoss => {
-            req = req.set_response_type(&ResponseType::new("auth_code".into()));
-        }
-        _ => {
-            req = req.add_scopes(cfg.scope.split_whitespace().map(|s| Scope::new(s.into())));
-            if cfg.pkce
-                && let Some(challenge) = pkce_challenge
-            {
-                req = req
-                    .add_extra_param("code_challenge", challenge)
-                    .add_extra_param("code_challenge_method", "S256");
-            }
-        }
+    if flavour.response_type != "code" {
+        req = req.set_response_type(&ResponseType::new(flavour.response_type.into()));
+    }
+    if flavour.scopes {
+        req = req.add_scopes(cfg.scope.split_whitespace().map(|s| Scope::new(s.into())));
+    }
+    if cfg.uses_pkce()
+        && let Some(challenge) = pkce_challenge
+    {
+        req = req
+            .add_extra_param("code_challenge", challenge)
+            .add_extra_param("code_challenge_method", "S256");
     }
     req.url().0.into()
 }
 
-/// Exchanges an authorization code. FUB gets `state` in the body; REX gets the PKCE verifier
-/// when one is given.
+/// Exchanges an authorization code, with `state` in the body where the flavour asks for it and the
+/// PKCE verifier when one is given and the flavour takes PKCE.
 pub async fn exchange_code(
     http: &CrmHttp,
     cfg: &OAuthConfig,
@@ -194,13 +165,13 @@ pub async fn exchange_code(
 ) -> Result<TokenSet, CrmError> {
     let client = client(cfg)?;
     let mut req = client.exchange_code(AuthorizationCode::new(code.to_owned()));
-    match cfg.provider {
-        Provider::FollowUpBoss => req = req.add_extra_param("state", state),
-        _ => {
-            if let Some(v) = pkce_verifier {
-                req = req.set_pkce_verifier(PkceCodeVerifier::new(v.to_owned()));
-            }
-        }
+    if cfg.flavour.state_in_token_request {
+        req = req.add_extra_param("state", state);
+    }
+    if cfg.flavour.pkce
+        && let Some(v) = pkce_verifier
+    {
+        req = req.set_pkce_verifier(PkceCodeVerifier::new(v.to_owned()));
     }
     let transport = Transport::new(http, cfg.provider);
     let answer = req.request_async(&transport).await;

@@ -9,12 +9,14 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crmsync_adapters::config::{AppSecrets, Settings};
+use crmsync_crm::followupboss::mapping as fub;
+use crmsync_crm::lofty::mapping as lofty;
 use crmsync_crm::oauth::{self, OAuthConfig};
+use crmsync_crm::rex::mapping as rex;
 use crmsync_crm::{
-    CrmAuth, CrmClient, CrmEndpoints, CrmError, CrmHttp, PushAction, RetryPolicy, Sleeper, Timeouts,
+    Common, CrmAuth, CrmClient, CrmConfig, CrmError, CrmHttp, CrmSecrets, CrmSettings, PushAction,
+    RetryPolicy, Sleeper, Timeouts,
 };
-use crmsync_domain::mapping::{fub, lofty, rex};
 use crmsync_domain::{Lead, LeadPayload, PhoneNumber, Provider, Region, SyncCursor};
 use serde_json::{Value, json};
 use wiremock::matchers::{
@@ -62,8 +64,7 @@ struct Env {
     server: MockServer,
     http: CrmHttp,
     waits: Arc<Waits>,
-    settings: Settings,
-    secrets: AppSecrets,
+    config: CrmConfig,
 }
 
 impl Env {
@@ -74,27 +75,20 @@ impl Env {
     async fn with_http(http: CrmHttp) -> Env {
         let server = MockServer::start().await;
         let uri = server.uri();
-        let settings = Settings::from_lookup(|k| match k {
-            "CRM_SANDBOX_URL" => Some(uri.clone()),
-            "NEXT_PUBLIC_BASE_URL" => Some("https://dash.example.com".into()),
-            _ => None,
-        })
-        .unwrap();
-        let secrets = AppSecrets::from_json(
-            "test",
-            &json!({
-                "database_url": "postgres://unused",
-                "jwt_secret": "j".repeat(32),
-                "encryption_key": "ab".repeat(32),
-                "rex_client_id": "rex-client",
-                "rex_client_secret": "rex-secret",
-                "followupboss_client_id": "fub-client",
-                "followupboss_client_secret": "fub-secret",
-                "followupboss_system": SYSTEM,
-                "followupboss_system_key": SYSTEM_KEY,
-            })
-            .to_string(),
-        )
+        let common = Common {
+            base_url: "https://dash.example.com".into(),
+            sandbox_url: Some(uri.clone()),
+            default_sandbox_url: uri.clone(),
+        };
+        let settings = CrmSettings::from_lookup(&|_| None, &common);
+        let secrets: CrmSecrets = serde_json::from_value(json!({
+            "rex_client_id": "rex-client",
+            "rex_client_secret": "rex-secret",
+            "followupboss_client_id": "fub-client",
+            "followupboss_client_secret": "fub-secret",
+            "followupboss_system": SYSTEM,
+            "followupboss_system_key": SYSTEM_KEY,
+        }))
         .unwrap();
         let waits = Arc::new(Waits::default());
         let http = http.with_retry(policy()).with_sleeper(waits.clone());
@@ -102,17 +96,18 @@ impl Env {
             server,
             http,
             waits,
-            settings,
-            secrets,
+            config: CrmConfig::new(settings, secrets),
         }
     }
 
-    fn endpoints(&self) -> CrmEndpoints {
-        CrmEndpoints::from_config(&self.settings, &self.secrets)
+    fn client(&self, provider: Provider, auth: CrmAuth) -> CrmClient {
+        CrmClient::new(&self.http, &self.config, provider, auth)
     }
 
-    fn client(&self, provider: Provider, auth: CrmAuth) -> CrmClient {
-        CrmClient::new(&self.http, &self.endpoints(), provider, auth)
+    fn oauth(&self, provider: Provider) -> OAuthConfig {
+        crmsync_crm::kind(provider)
+            .oauth(&self.config)
+            .expect("the CRM connects by OAuth")
     }
 
     fn fub(&self) -> CrmClient {
@@ -193,8 +188,8 @@ fn ids(records: &[Value], key: &str) -> Vec<String> {
 #[tokio::test]
 async fn fub_authorize_url_uses_auth_code_and_no_pkce() {
     let env = Env::start().await;
-    let cfg = OAuthConfig::followupboss(&env.settings, &env.secrets);
-    let url = oauth::authorize_url(Provider::FollowUpBoss, &cfg, "st4te", Some("challenge-x"));
+    let cfg = env.oauth(Provider::FollowUpBoss);
+    let url = oauth::authorize_url(&cfg, "st4te", Some("challenge-x"));
     assert!(
         url.starts_with(&format!("{}/fub/oauth/authorize?", env.server.uri())),
         "{url}"
@@ -231,7 +226,7 @@ async fn fub_code_exchange_sends_state_basic_client_auth_and_grant_type() {
         .expect(1)
         .mount(&env.server)
         .await;
-    let cfg = OAuthConfig::followupboss(&env.settings, &env.secrets);
+    let cfg = env.oauth(Provider::FollowUpBoss);
     let tokens = oauth::exchange_code(&env.http, &cfg, "code-1", "st4te", Some("ignored-verifier"))
         .await
         .unwrap();
@@ -267,7 +262,7 @@ async fn fub_legacy_token_shape_is_accepted() {
         ))
         .mount(&env.server)
         .await;
-    let cfg = OAuthConfig::followupboss(&env.settings, &env.secrets);
+    let cfg = env.oauth(Provider::FollowUpBoss);
     let tokens = oauth::exchange_code(&env.http, &cfg, "c", "s", None)
         .await
         .unwrap();
@@ -279,11 +274,11 @@ async fn fub_legacy_token_shape_is_accepted() {
 #[tokio::test]
 async fn rex_authorize_url_has_s256_challenge_and_exchange_sends_the_verifier() {
     let env = Env::start().await;
-    let cfg = OAuthConfig::rex(&env.settings, &env.secrets);
+    let cfg = env.oauth(Provider::Rex);
     assert!(cfg.pkce, "REX_PKCE defaults to on");
     let (verifier, challenge) = oauth::pkce_pair();
     let state = oauth::new_state();
-    let url = oauth::authorize_url(Provider::Rex, &cfg, &state, Some(&challenge));
+    let url = oauth::authorize_url(&cfg, &state, Some(&challenge));
     let q = query(&url);
     assert_eq!(q["response_type"], "code");
     assert_eq!(q["code_challenge"], challenge);
@@ -338,7 +333,7 @@ async fn refresh_sends_the_refresh_grant_and_keeps_an_unrotated_token() {
         .mount(&env.server)
         .await;
 
-    let fub_cfg = OAuthConfig::followupboss(&env.settings, &env.secrets);
+    let fub_cfg = env.oauth(Provider::FollowUpBoss);
     let t = oauth::refresh(&env.http, &fub_cfg, "rt-old").await.unwrap();
     assert_eq!(t.access_token, "at-2");
     assert_eq!(
@@ -347,7 +342,7 @@ async fn refresh_sends_the_refresh_grant_and_keeps_an_unrotated_token() {
         "FUB sent none back: keep ours"
     );
 
-    let rex_cfg = OAuthConfig::rex(&env.settings, &env.secrets);
+    let rex_cfg = env.oauth(Provider::Rex);
     let t = oauth::refresh(&env.http, &rex_cfg, "rex-rt-old")
         .await
         .unwrap();
@@ -381,13 +376,13 @@ async fn refused_grant_means_reconnect_and_token_5xx_is_not_retried() {
         .expect(1)
         .mount(&env.server)
         .await;
-    let fub_cfg = OAuthConfig::followupboss(&env.settings, &env.secrets);
+    let fub_cfg = env.oauth(Provider::FollowUpBoss);
     let err = oauth::refresh(&env.http, &fub_cfg, "rt-secret-zzz")
         .await
         .unwrap_err();
     assert_eq!(err, CrmError::InvalidCredentials);
 
-    let rex_cfg = OAuthConfig::rex(&env.settings, &env.secrets);
+    let rex_cfg = env.oauth(Provider::Rex);
     let err = oauth::exchange_code(&env.http, &rex_cfg, "c", "s", Some("v"))
         .await
         .unwrap_err();

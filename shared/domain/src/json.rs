@@ -1,4 +1,5 @@
-//! Tolerant readers for loosely typed JSON coming from CRMs and webhooks.
+//! Tolerant readers for loosely typed JSON coming from CRMs and webhooks (the CRM mappers of
+//! `crmsync-crm` and the lead webhook's payload both read through them).
 //!
 //! Every reader returns `None` for values of the wrong type instead of failing, so a record with
 //! junk in one field still maps its other fields.
@@ -10,7 +11,7 @@ use serde_json::Value;
 const MILLIS_THRESHOLD: f64 = 1e11;
 
 /// `s` cut to at most `max` characters (on a char boundary), with `…` when cut.
-pub(crate) fn shorten(s: &str, max: usize) -> String {
+pub fn shorten(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((at, _)) => format!("{}…", &s[..at]),
         None => s.to_owned(),
@@ -18,7 +19,7 @@ pub(crate) fn shorten(s: &str, max: usize) -> String {
 }
 
 /// `s` cut to at most `max` characters, on a char boundary, without any marker.
-pub(crate) fn truncate_chars(s: &str, max: usize) -> String {
+pub fn truncate_chars(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((at, _)) => s[..at].to_owned(),
         None => s.to_owned(),
@@ -26,36 +27,36 @@ pub(crate) fn truncate_chars(s: &str, max: usize) -> String {
 }
 
 /// `v[key]` when `v` is an object; `None` for any other shape.
-pub(crate) fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+pub fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     v.as_object().and_then(|o| o.get(key))
 }
 
 /// A trimmed, non-empty string. Only JSON strings qualify.
-pub(crate) fn text(v: &Value) -> Option<String> {
+pub fn text(v: &Value) -> Option<String> {
     let s = v.as_str()?.trim();
     (!s.is_empty()).then(|| s.to_owned())
 }
 
 /// [`text`] of `v[key]`.
-pub(crate) fn text_at(v: &Value, key: &str) -> Option<String> {
+pub fn text_at(v: &Value, key: &str) -> Option<String> {
     field(v, key).and_then(text)
 }
 
 /// The first of `keys` that holds a usable [`text`].
-pub(crate) fn first_text(v: &Value, keys: &[&str]) -> Option<String> {
+pub fn first_text(v: &Value, keys: &[&str]) -> Option<String> {
     keys.iter().find_map(|k| text_at(v, k))
 }
 
 /// A trimmed string, or an integer rendered in decimal. Used for phone numbers, which some
 /// systems send as JSON numbers.
-pub(crate) fn text_or_integer(v: &Value) -> Option<String> {
+pub fn text_or_integer(v: &Value) -> Option<String> {
     text(v).or_else(|| integer_string(v))
 }
 
 /// An identifier: a trimmed non-empty string, or an integral JSON number rendered exactly.
 /// Integers are read as i64/u64, never through f64 (Lofty ids are int64); a float is accepted
 /// only when it is integral and exactly representable (|x| < 2^53).
-pub(crate) fn id(v: &Value) -> Option<String> {
+pub fn id(v: &Value) -> Option<String> {
     text(v).or_else(|| integer_string(v))
 }
 
@@ -78,7 +79,7 @@ fn integer_string(v: &Value) -> Option<String> {
 }
 
 /// Truthiness as CRMs spell it: `true`, non-zero numbers, `"true"`, `"1"`, `"yes"`, `"y"`, `"t"`.
-pub(crate) fn truthy(v: Option<&Value>) -> bool {
+pub fn truthy(v: Option<&Value>) -> bool {
     match v {
         Some(Value::Bool(b)) => *b,
         Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
@@ -94,7 +95,7 @@ pub(crate) fn truthy(v: Option<&Value>) -> bool {
 /// of `T`, or without an offset, read as UTC), bare dates, epoch seconds (integer, float or
 /// numeric string) and epoch milliseconds (any number above 10^11). Zero, negative and
 /// out-of-range values are `None`.
-pub(crate) fn time(v: &Value) -> Option<DateTime<Utc>> {
+pub fn time(v: &Value) -> Option<DateTime<Utc>> {
     match v {
         Value::Number(n) => {
             if let Some(i) = n.as_i64() {
@@ -109,7 +110,7 @@ pub(crate) fn time(v: &Value) -> Option<DateTime<Utc>> {
 }
 
 /// [`time`] for a string.
-pub(crate) fn time_str(s: &str) -> Option<DateTime<Utc>> {
+pub fn time_str(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if s.is_empty() || s.len() > 64 {
         return None;
@@ -175,20 +176,20 @@ fn epoch_float(f: f64) -> Option<DateTime<Utc>> {
 }
 
 /// Elements of `v` when it is an array; an empty slice otherwise (null, object, scalar).
-pub(crate) fn array(v: Option<&Value>) -> &[Value] {
+pub fn array(v: Option<&Value>) -> &[Value] {
     v.and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[])
 }
 
 /// Collapses runs of whitespace to one space and trims; `None` when nothing is left.
-pub(crate) fn clean_name(s: &str) -> Option<String> {
+pub fn clean_name(s: &str) -> Option<String> {
     let joined = s.split_whitespace().collect::<Vec<_>>().join(" ");
     (!joined.is_empty()).then_some(joined)
 }
 
 /// `first last` from optional parts, whitespace-collapsed; `None` when both are empty.
-pub(crate) fn join_name(first: Option<&str>, last: Option<&str>) -> Option<String> {
+pub fn join_name(first: Option<&str>, last: Option<&str>) -> Option<String> {
     let joined = [first, last]
         .into_iter()
         .flatten()

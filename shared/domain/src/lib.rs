@@ -1,21 +1,21 @@
-//! Pure domain of crmsync: providers, phone numbers, contacts, leads, incremental-sync cursors and
-//! the field mapping between our records and the three CRMs (REX, Follow Up Boss, Lofty).
+//! Pure domain of crmsync: providers, phone numbers, contacts, leads, incremental-sync cursors, the
+//! vocabularies of integrations and logs, and the rules of the push ([`policy`]).
 //!
-//! Nothing in this crate does I/O. Every function is deterministic and total: malformed CRM
-//! records never panic, they map to [`Mapped::Skipped`] or to absent fields.
+//! Nothing in this crate does I/O and nothing here knows a CRM's wire format (that is `crmsync-crm`).
+//! Every function is deterministic and total: malformed input never panics.
 
 pub mod contact;
 pub mod cursor;
+pub mod json;
 pub mod lead;
-pub mod mapping;
 pub mod phone;
+pub mod policy;
 pub mod provider;
-
-mod json;
+pub mod status;
 
 pub use contact::{Contact, Mapped, NormalizedContact, SkipReason, Skipped, dedupe_by_phone};
 pub use cursor::SyncCursor;
 pub use lead::{Lead, LeadError, LeadEvent, LeadEventKind, LeadPayload};
-pub use mapping::map_record;
 pub use phone::{PhoneError, PhoneNumber, Region, UnknownRegion};
 pub use provider::{Provider, UnknownProvider};
+pub use status::{AuthType, Direction, IntegrationStatus, LogStatus, Trigger, UnknownName};

@@ -1,0 +1,716 @@
+//! The push path: leads recorded in the outbox and pushed to every CRM of their user.
+//!
+//! A lead version is recorded with one delivery per eligible integration (the same version twice is
+//! recorded once), then those deliveries are pushed within a time budget. A delivery is pushed by
+//! finding the CRM person by phone and updating it, or creating it; transient failures are retried
+//! ([`policy::PUSH_RETRIES`] times, exponential backoff with full jitter, honouring `Retry-After`). What
+//! still fails stays in the outbox with its next try ([`policy::retry_delay`]); ten failed leads in a row
+//! pause the integration. All Lambdas pushing to one CRM account share one token bucket in DynamoDB,
+//! sized from the CRM's documented limit and then from the limit its headers advertise.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use crmsync_aws::{LimiterError, Rate};
+use crmsync_crm::{CrmClient, CrmError, PushResult, RetryPolicy};
+use crmsync_domain::policy;
+use crmsync_domain::{Lead, LeadEvent, PhoneNumber, Trigger};
+use crmsync_store::{ClaimedDelivery, DeliveryOutcome, IntegrationRecord, NewLeadEvent};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::credentials::crm_client;
+use crate::pull::{self, SyncMetrics};
+use crate::{AppError, Context};
+
+/// How long a claimed delivery is reserved for its processor.
+const CLAIM_LEASE: Duration = Duration::from_secs(120);
+/// Longest backoff between push attempts (the first is `Settings::push_backoff`; it doubles, with
+/// jitter).
+const BACKOFF_CAP: Duration = Duration::from_secs(4);
+/// Deliveries a manual or scheduled drain takes at most per call.
+pub const DRAIN_BATCH: i64 = 500;
+
+/// What recording and pushing one lead event did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    pub event_id: Uuid,
+    /// Integrations the lead goes to.
+    pub integrations: usize,
+    /// This version of the lead was recorded before: nothing new was pushed.
+    pub duplicate: bool,
+    /// Integrations the push rules skip for this lead.
+    pub skipped: usize,
+    pub pushed: usize,
+    pub failed: usize,
+    /// Deliveries left for the scheduled run.
+    pub pending: usize,
+}
+
+/// A lead event recorded in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// Whose lead it is.
+    pub user: Uuid,
+    pub outbox: crmsync_store::Accepted,
+}
+
+/// Records a lead event (validated here: a lead that is not valid is a bad request) with one delivery
+/// per integration it goes to; pushes nothing.
+pub async fn record(
+    ctx: &Context,
+    event: LeadEvent,
+    trigger: Trigger,
+) -> Result<Recorded, AppError> {
+    let kind = event.kind;
+    let lead = Lead::from_payload(event.payload, ctx.settings.phone_region)
+        .map_err(|e| AppError::BadRequest(format!("The lead is not valid: {e}.")))?;
+    let payload = serde_json::to_value(&lead).map_err(AppError::internal)?;
+    let version = lead.version_key();
+    let outbox = ctx
+        .store
+        .accept_lead_event(
+            lead.user_id,
+            &NewLeadEvent {
+                lead_id: &lead.id,
+                version_key: &version,
+                event: kind.as_event_name(),
+                payload: &payload,
+                risk_score: lead.risk_score,
+                has_phone: lead.phone.is_some(),
+            },
+            trigger,
+        )
+        .await?;
+    Ok(Recorded {
+        user: lead.user_id,
+        outbox,
+    })
+}
+
+/// Records a lead event ([`record`]), then pushes its deliveries until `deadline`.
+pub async fn accept(
+    ctx: &Context,
+    event: LeadEvent,
+    trigger: Trigger,
+    deadline: Instant,
+) -> Result<Accepted, AppError> {
+    let Recorded { user, outbox } = record(ctx, event, trigger).await?;
+    let mut accepted = Accepted {
+        event_id: outbox.event_id,
+        integrations: outbox.pending.len(),
+        duplicate: outbox.duplicate,
+        skipped: outbox.skipped,
+        pushed: 0,
+        failed: 0,
+        pending: 0,
+    };
+    if !outbox.duplicate {
+        let tally = process(ctx, user, &outbox.pending, trigger, deadline).await;
+        accepted.pushed = tally.pushed;
+        accepted.failed = tally.failed;
+        accepted.pending = outbox.pending.len() - tally.pushed;
+    }
+    Ok(accepted)
+}
+
+/// What a round of pushes did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PushTally {
+    pub pushed: usize,
+    pub failed: usize,
+    pub deferred: usize,
+}
+
+impl PushTally {
+    fn count(&mut self, outcome: &DeliveryOutcome) {
+        match outcome {
+            DeliveryOutcome::Delivered { .. } => self.pushed += 1,
+            DeliveryOutcome::Failed { .. } => self.failed += 1,
+            DeliveryOutcome::Deferred { .. } => self.deferred += 1,
+        }
+    }
+
+    fn add(self, other: PushTally) -> PushTally {
+        PushTally {
+            pushed: self.pushed + other.pushed,
+            failed: self.failed + other.failed,
+            deferred: self.deferred + other.deferred,
+        }
+    }
+}
+
+/// Pushes these deliveries of `user`, concurrently, each claimed first (a delivery someone else is
+/// pushing, or that is not due, is left alone).
+pub async fn process(
+    ctx: &Context,
+    user: Uuid,
+    deliveries: &[Uuid],
+    trigger: Trigger,
+    deadline: Instant,
+) -> PushTally {
+    let outcomes = futures::future::join_all(
+        deliveries
+            .iter()
+            .map(|id| deliver(ctx, user, *id, trigger, deadline)),
+    )
+    .await;
+    let mut tally = PushTally::default();
+    outcomes.iter().flatten().for_each(|o| tally.count(o));
+    tally
+}
+
+/// Pushes deliveries one after the other (one CRM account: its pacing decides the speed).
+pub async fn process_in_order(
+    ctx: &Context,
+    user: Uuid,
+    deliveries: &[Uuid],
+    trigger: Trigger,
+    deadline: Instant,
+) -> PushTally {
+    let mut tally = PushTally::default();
+    for id in deliveries {
+        if Instant::now() >= deadline {
+            break;
+        }
+        if let Some(outcome) = deliver(ctx, user, *id, trigger, deadline).await {
+            tally.count(&outcome);
+        }
+    }
+    tally
+}
+
+/// Claims, pushes and records one delivery. `None` if it could not be claimed (or recorded).
+async fn deliver(
+    ctx: &Context,
+    user: Uuid,
+    delivery: Uuid,
+    trigger: Trigger,
+    deadline: Instant,
+) -> Option<DeliveryOutcome> {
+    let claimed = match ctx.store.claim_delivery(user, delivery, CLAIM_LEASE).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot claim a delivery");
+            return None;
+        }
+    };
+    let outcome = push_claimed(ctx, &claimed, deadline).await;
+    match ctx
+        .store
+        .finish_delivery(user, &claimed, &outcome, trigger)
+        .await
+    {
+        Ok(paused) => {
+            if paused {
+                tracing::warn!(
+                    provider = claimed.integration.provider.as_str(), integration = %claimed.integration.id,
+                    "integration paused after repeated push failures"
+                );
+            }
+            Some(outcome)
+        }
+        Err(e) => {
+            // The lease runs out and the delivery is tried again; the CRM finds the person by phone.
+            tracing::error!(error = %e, "cannot record a delivery");
+            None
+        }
+    }
+}
+
+/// When a failed delivery is tried again by the scheduled run ([`policy::retry_delay`]).
+fn next_try(total_attempts: i32) -> chrono::DateTime<Utc> {
+    Utc::now() + policy::retry_delay(total_attempts)
+}
+
+fn after(wait: Duration) -> chrono::DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::hours(1))
+}
+
+/// The retries of one push: [`policy::PUSH_RETRIES`] after the first attempt, full-jitter exponential
+/// backoff from `base` (the CRM transport's one retry policy).
+fn push_retry(base: Duration) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: policy::PUSH_RETRIES + 1,
+        base,
+        cap: BACKOFF_CAP,
+        max_wait: BACKOFF_CAP,
+    }
+}
+
+/// The shared bucket for `limit` requests per `window`: a burst of a twentieth of the limit (at least
+/// one), refilled at the rest of it per window, so no sliding window of that length ever sees more
+/// than `limit` requests from us (burst + refill = limit) while the steady rate stays at 95% of the
+/// limit (90% for a limit of 10). Turns missed while a push was busy elsewhere are made up from the
+/// burst.
+fn account_rate((limit, window): (u32, Duration)) -> Rate {
+    let limit = limit.max(2);
+    let burst = (limit / 20).max(1);
+    Rate {
+        capacity: burst,
+        period: window.mul_f64(f64::from(burst) / f64::from(limit - burst)),
+    }
+}
+
+/// Waits for this call's turn in the CRM account's shared bucket. `Err(wait)` when the turn is past
+/// the deadline (the reservation is given back).
+async fn pace(
+    ctx: &Context,
+    client: &CrmClient,
+    integration: &IntegrationRecord,
+    deadline: Instant,
+) -> Result<(), Duration> {
+    let provider = integration.provider;
+    let rate = account_rate(
+        client
+            .advertised_rate()
+            .unwrap_or_else(|| client.kind().documented_rate()),
+    );
+    let key = format!("crm:{}:{}", provider.as_str(), integration.id);
+    let max_wait = deadline.saturating_duration_since(Instant::now());
+    match ctx.buckets.reserve(&key, rate, 1, max_wait).await {
+        Ok(wait) => {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            Ok(())
+        }
+        Err(LimiterError::WaitTooLong(wait)) => Err(wait),
+        Err(e) => {
+            // The CRM's own limits (and our client's pacing on its headers) still apply.
+            tracing::warn!(error = %e, "outbound pacing unavailable; pushing unpaced");
+            Ok(())
+        }
+    }
+}
+
+/// One push: find by phone, then update or create. Each CRM call first waits for its turn (`pace`);
+/// `Err(wait)` when the turn is past the deadline.
+async fn push_once<P, F>(
+    client: &CrmClient,
+    lead: &Lead,
+    phone: &PhoneNumber,
+    pace: &mut P,
+) -> Result<Result<PushResult, CrmError>, Duration>
+where
+    P: FnMut() -> F,
+    F: Future<Output = Result<(), Duration>>,
+{
+    pace().await?;
+    let found = match client.find_by_phone(phone).await {
+        Ok(found) => found,
+        Err(e) => return Ok(Err(e)),
+    };
+    pace().await?;
+    Ok(match found {
+        Some((id, existing)) => client.update(&id, &existing, lead).await,
+        None => client.create(lead).await,
+    })
+}
+
+/// Pushes a claimed delivery with retries; never fails, it says how it went.
+async fn push_claimed(
+    ctx: &Context,
+    claimed: &ClaimedDelivery,
+    deadline: Instant,
+) -> DeliveryOutcome {
+    let integration = &claimed.integration;
+    let failed = |error: String| DeliveryOutcome::Failed {
+        error,
+        attempts: 1,
+        retry_at: next_try(claimed.attempts + 1),
+    };
+    // The outbox holds the lead as validated when it was accepted.
+    let lead = match serde_json::from_value::<Lead>(claimed.payload.clone()) {
+        Ok(lead) => lead,
+        Err(e) => return failed(format!("The stored lead cannot be read: {e}.")),
+    };
+    let Some(phone) = lead.phone.clone() else {
+        return failed("The lead has no phone number.".into());
+    };
+    let client = match crm_client(ctx, integration).await {
+        Ok(c) => c,
+        Err(e) => return failed(e.detail()),
+    };
+    let attempt = Attempt {
+        retry: push_retry(ctx.settings.push_backoff),
+        previous_attempts: claimed.attempts,
+        deadline,
+    };
+    let mut pace = || pace(ctx, &client, integration, deadline);
+    push_with_retries(&client, &lead, &phone, &attempt, &mut pace).await
+}
+
+/// The terms of one round of attempts at a push.
+struct Attempt {
+    retry: RetryPolicy,
+    /// Attempts of earlier rounds (they set when a failed delivery is tried again).
+    previous_attempts: i32,
+    deadline: Instant,
+}
+
+/// Pushes `lead` until it is delivered, a failure is not worth retrying, the retries are spent or the
+/// next try would be past the deadline. A failure waits for the CRM's `Retry-After`, else for the retry
+/// policy's backoff; a push that cannot get its turn before the deadline (`pace`) is deferred.
+async fn push_with_retries<P, F>(
+    client: &CrmClient,
+    lead: &Lead,
+    phone: &PhoneNumber,
+    attempt: &Attempt,
+    pace: &mut P,
+) -> DeliveryOutcome
+where
+    P: FnMut() -> F,
+    F: Future<Output = Result<(), Duration>>,
+{
+    let provider = client.provider();
+    let retry = attempt.retry;
+    let mut attempts: i32 = 0;
+    loop {
+        let result = match push_once(client, lead, phone, pace).await {
+            Ok(result) => result,
+            Err(wait) if attempts == 0 => {
+                return DeliveryOutcome::Deferred {
+                    retry_at: after(wait),
+                };
+            }
+            Err(wait) => {
+                return DeliveryOutcome::Failed {
+                    error: format!(
+                        "{} was paced out before the retries were done.",
+                        provider.label()
+                    ),
+                    attempts,
+                    retry_at: after(wait),
+                };
+            }
+        };
+        attempts += 1;
+        match result {
+            Ok(done) => {
+                return DeliveryOutcome::Delivered {
+                    external_id: done.external_id,
+                    action: done.action.as_str().to_owned(),
+                    attempts,
+                };
+            }
+            Err(e) => {
+                let retryable = e.is_retryable();
+                let wait = match &e {
+                    CrmError::RateLimited { retry_after } => *retry_after,
+                    _ => retry.backoff(attempts as u32),
+                };
+                let sentence = AppError::from_crm(provider, e).detail();
+                if !retryable || attempts >= retry.max_attempts as i32 {
+                    return DeliveryOutcome::Failed {
+                        error: sentence,
+                        attempts,
+                        retry_at: next_try(attempt.previous_attempts + attempts),
+                    };
+                }
+                if Instant::now() + wait > attempt.deadline {
+                    return DeliveryOutcome::Failed {
+                        error: sentence,
+                        attempts,
+                        retry_at: after(wait),
+                    };
+                }
+                tracing::info!(
+                    provider = provider.as_str(),
+                    attempt = attempts,
+                    "push failed; retrying"
+                );
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Pushes every user's due deliveries until `deadline` (the scheduled run).
+pub async fn drain_all(ctx: &Context, deadline: Instant) -> Result<PushTally, AppError> {
+    let due = ctx.store.due_deliveries_all(DRAIN_BATCH).await?;
+    let mut by_user: std::collections::BTreeMap<Uuid, Vec<Uuid>> = Default::default();
+    for (user, delivery) in due {
+        by_user.entry(user).or_default().push(delivery);
+    }
+    // Users side by side; each user's deliveries in order (their accounts' pacing sets the pace).
+    let tallies = futures::future::join_all(
+        by_user
+            .iter()
+            .map(|(user, ids)| process_in_order(ctx, *user, ids, Trigger::Schedule, deadline)),
+    )
+    .await;
+    Ok(tallies
+        .into_iter()
+        .fold(PushTally::default(), PushTally::add))
+}
+
+/// What running an integration now did: the pull's metrics, then the pushes of its due deliveries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrationSynced {
+    #[serde(flatten)]
+    pub pull: SyncMetrics,
+    pub pushed: usize,
+    pub failed: usize,
+    /// Due deliveries left for the scheduled run.
+    pub pending: usize,
+}
+
+/// Runs `integration` now: a pull (`since` replaces its cursor), then its due deliveries, until
+/// `deadline`.
+pub async fn sync_integration(
+    ctx: &Context,
+    integration: &IntegrationRecord,
+    since: Option<chrono::DateTime<Utc>>,
+    deadline: Instant,
+) -> Result<IntegrationSynced, AppError> {
+    let user = integration.user_id;
+    let metrics = pull::sync(ctx, integration, since, Trigger::Manual, Some(deadline)).await?;
+    let due = ctx
+        .store
+        .due_deliveries(user, Some(integration.id), DRAIN_BATCH)
+        .await?;
+    let tally = process_in_order(ctx, user, &due, Trigger::Manual, deadline).await;
+    Ok(IntegrationSynced {
+        pull: metrics,
+        pushed: tally.pushed,
+        failed: tally.failed,
+        pending: due.len() - tally.pushed - tally.failed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_account_bucket_never_exceeds_the_limit_in_a_window() {
+        for limit in [10u32, 50, 100, 250] {
+            let window = Duration::from_secs(10);
+            let rate = account_rate((limit, window));
+            let refill_per_window =
+                f64::from(rate.capacity) * window.as_secs_f64() / rate.period.as_secs_f64();
+            let most = f64::from(rate.capacity) + refill_per_window;
+            assert!(most <= f64::from(limit) + 1e-6, "{limit}: {most}");
+            assert!(
+                refill_per_window >= 0.9 * f64::from(limit) - 1e-6,
+                "{limit}: at least 90% of the limit"
+            );
+        }
+    }
+
+    mod loop_rules {
+        //! The rules of one round of attempts, against a fake CRM and a pacer that says yes or no.
+        use super::super::*;
+        use crate::fake::{Call, FakeCrm};
+        use crmsync_domain::{LeadPayload, Region};
+        use serde_json::json;
+
+        fn lead() -> (Lead, PhoneNumber) {
+            let payload: LeadPayload = serde_json::from_value(json!({
+                "id": "L1", "userId": "6f1c2b1e-3d4a-4c5b-8e9f-0a1b2c3d4e5f",
+                "firstName": "Ann", "phone": "+14155550123", "riskScore": 5
+            }))
+            .unwrap();
+            let lead = Lead::from_payload(payload, Region::US).unwrap();
+            let phone = lead.phone.clone().unwrap();
+            (lead, phone)
+        }
+
+        fn attempt(deadline: Duration) -> Attempt {
+            Attempt {
+                retry: push_retry(Duration::from_millis(1)),
+                previous_attempts: 2,
+                deadline: Instant::now() + deadline,
+            }
+        }
+
+        async fn push(crm: &std::sync::Arc<FakeCrm>, attempt: &Attempt) -> DeliveryOutcome {
+            let (lead, phone) = lead();
+            let mut pace = || async { Ok(()) };
+            push_with_retries(&crm.client(), &lead, &phone, attempt, &mut pace).await
+        }
+
+        fn transport() -> CrmError {
+            CrmError::Transport("Follow Up Boss: the connection failed".into())
+        }
+
+        #[tokio::test]
+        async fn a_person_found_by_phone_is_updated_and_a_missing_one_created() {
+            let crm = FakeCrm::new();
+            crm.find(Ok(Some(("77".into(), json!({"id": 77})))));
+            let outcome = push(&crm, &attempt(Duration::from_secs(5))).await;
+            assert!(
+                matches!(&outcome, DeliveryOutcome::Delivered { action, attempts: 1, .. } if action == "updated"),
+                "{outcome:?}"
+            );
+            assert_eq!(
+                crm.calls(),
+                [
+                    Call::Find,
+                    Call::Update {
+                        external_id: "77".into()
+                    }
+                ]
+            );
+
+            let crm = FakeCrm::new();
+            let outcome = push(&crm, &attempt(Duration::from_secs(5))).await;
+            assert!(
+                matches!(&outcome, DeliveryOutcome::Delivered { action, .. } if action == "created"),
+                "{outcome:?}"
+            );
+            assert_eq!(crm.calls(), [Call::Find, Call::Create]);
+
+            // A write the CRM refuses for good (a 4xx) is not tried again in this round.
+            let crm = FakeCrm::new();
+            crm.write(Err(CrmError::Upstream {
+                status: 400,
+                message: "Follow Up Boss answered with an error".into(),
+            }));
+            let outcome = push(&crm, &attempt(Duration::from_secs(5))).await;
+            assert!(
+                matches!(outcome, DeliveryOutcome::Failed { attempts: 1, .. }),
+                "{outcome:?}"
+            );
+            assert_eq!(crm.calls(), [Call::Find, Call::Create]);
+        }
+
+        #[tokio::test]
+        async fn a_transient_failure_is_retried_then_delivered() {
+            let crm = FakeCrm::new();
+            crm.find(Err(transport())).find(Ok(None));
+            let outcome = push(&crm, &attempt(Duration::from_secs(5))).await;
+            assert!(
+                matches!(outcome, DeliveryOutcome::Delivered { attempts: 2, .. }),
+                "{outcome:?}"
+            );
+            assert_eq!(crm.calls(), [Call::Find, Call::Find, Call::Create]);
+        }
+
+        #[tokio::test]
+        async fn refused_credentials_are_not_retried() {
+            let crm = FakeCrm::new();
+            crm.find(Err(CrmError::InvalidCredentials));
+            let outcome = push(&crm, &attempt(Duration::from_secs(5))).await;
+            let DeliveryOutcome::Failed {
+                attempts,
+                error,
+                retry_at,
+            } = outcome
+            else {
+                panic!("{outcome:?}");
+            };
+            assert_eq!(attempts, 1);
+            assert!(error.contains("reconnect"), "{error}");
+            // The outbox tries again after the delay of the delivery's third attempt in all.
+            let delay = retry_at - Utc::now();
+            assert!(
+                delay <= policy::retry_delay(3) && delay > policy::retry_delay(2),
+                "{delay}"
+            );
+            assert_eq!(crm.calls(), [Call::Find]);
+        }
+
+        #[tokio::test]
+        async fn retries_end_after_the_policy_s_attempts() {
+            let crm = FakeCrm::new();
+            for _ in 0..10 {
+                crm.find(Err(transport()));
+            }
+            let outcome = push(&crm, &attempt(Duration::from_secs(5))).await;
+            assert!(
+                matches!(outcome, DeliveryOutcome::Failed { attempts, .. } if attempts == policy::PUSH_RETRIES as i32 + 1),
+                "{outcome:?}"
+            );
+            assert_eq!(crm.calls().len(), policy::PUSH_RETRIES as usize + 1);
+        }
+
+        #[tokio::test]
+        async fn a_retry_after_beyond_the_deadline_is_left_to_the_outbox_at_that_time() {
+            let crm = FakeCrm::new();
+            crm.find(Err(CrmError::RateLimited {
+                retry_after: Duration::from_secs(30),
+            }));
+            let outcome = push(&crm, &attempt(Duration::from_secs(1))).await;
+            let DeliveryOutcome::Failed {
+                attempts: 1,
+                retry_at,
+                ..
+            } = outcome
+            else {
+                panic!("{outcome:?}");
+            };
+            let delay = (retry_at - Utc::now()).num_seconds();
+            assert!((28..=30).contains(&delay), "{delay}");
+            assert_eq!(crm.calls(), [Call::Find]);
+        }
+
+        #[tokio::test]
+        async fn a_push_that_cannot_get_its_turn_is_deferred_untouched() {
+            let crm = FakeCrm::new();
+            let (lead, phone) = lead();
+            let mut pace = || async { Err(Duration::from_secs(60)) };
+            let outcome = push_with_retries(
+                &crm.client(),
+                &lead,
+                &phone,
+                &attempt(Duration::from_secs(5)),
+                &mut pace,
+            )
+            .await;
+            assert!(
+                matches!(outcome, DeliveryOutcome::Deferred { .. }),
+                "{outcome:?}"
+            );
+            assert!(crm.calls().is_empty(), "no CRM call without a turn");
+
+            // Paced out after an attempt: a failure (it counts), tried again when the turn comes.
+            let crm = FakeCrm::new();
+            crm.find(Err(transport()));
+            let turns = std::cell::Cell::new(0);
+            let mut pace = || {
+                turns.set(turns.get() + 1);
+                let first = turns.get() == 1;
+                async move {
+                    if first {
+                        Ok(())
+                    } else {
+                        Err(Duration::from_secs(60))
+                    }
+                }
+            };
+            let outcome = push_with_retries(
+                &crm.client(),
+                &lead,
+                &phone,
+                &attempt(Duration::from_secs(5)),
+                &mut pace,
+            )
+            .await;
+            let DeliveryOutcome::Failed {
+                attempts: 1, error, ..
+            } = outcome
+            else {
+                panic!("{outcome:?}");
+            };
+            assert!(error.contains("paced out"), "{error}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let retry = push_retry(Duration::from_millis(250));
+        for n in 1..20 {
+            assert!(retry.backoff(n) <= BACKOFF_CAP);
+        }
+        assert!(next_try(0) > Utc::now());
+        assert!(
+            next_try(30) <= Utc::now() + chrono::Duration::hours(6) + chrono::Duration::seconds(1)
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! The Follow Up Boss client (crm-apis.md §1.3): `GET /people`, `POST /events`, `PUT /people/{id}`.
+
+use crmsync_domain::{Lead, PhoneNumber, SyncCursor};
+use http::{Method, StatusCode};
+use serde_json::Value;
+
+use super::mapping as fub;
+use crate::error::CrmError;
+use crate::records::{first_match, id_of, is_empty, pushed};
+use crate::transport::Conn;
+use crate::{Crm, CrmKind, Page, PushAction, PushResult};
+
+/// The `system` of events when no `X-System` is configured.
+const DEFAULT_SYSTEM: &str = "crmsync";
+/// Candidates of a phone search looked at.
+const FIND_LIMIT: &str = "25";
+
+/// One Follow Up Boss account.
+pub struct FollowUpBossClient {
+    conn: Conn,
+    /// The API base (`…/v1`).
+    api_base: String,
+    /// The `system` of events.
+    system: String,
+}
+
+impl FollowUpBossClient {
+    pub(super) fn new(conn: Conn, settings: &super::Settings, secrets: &super::Secrets) -> Self {
+        let system = match secrets.system.trim() {
+            "" => DEFAULT_SYSTEM,
+            s => s,
+        };
+        FollowUpBossClient {
+            conn,
+            api_base: settings.api_base.clone(),
+            system: system.to_owned(),
+        }
+    }
+}
+
+/// * List: `GET /people?sort=updated` following `_metadata.next` (the cursor filters what is old).
+/// * Find: `GET /people?phone=`, each candidate confirmed on its phones.
+/// * Create: `POST /events` (201 created, 200 matched an existing person → `Updated`, 204 → `Ignored`);
+///   update: `PUT /people/{id}?mergeTags=true`.
+#[async_trait::async_trait]
+impl Crm for FollowUpBossClient {
+    fn kind(&self) -> &'static dyn CrmKind {
+        self.conn.kind()
+    }
+
+    fn advertised_rate(&self) -> Option<(u32, std::time::Duration)> {
+        self.conn.advertised_rate()
+    }
+
+    async fn list_page(
+        &self,
+        _cursor: &SyncCursor,
+        token: Option<&str>,
+        limit: u32,
+    ) -> Result<Page, CrmError> {
+        let limit = limit.to_string();
+        let mut query = vec![
+            ("sort", "updated"),
+            ("limit", limit.as_str()),
+            ("fields", "allFields"),
+        ];
+        if let Some(t) = token {
+            query.push(("next", t));
+        }
+        let url = self.conn.url(&self.api_base, &["people"], &query)?;
+        let reply = self.conn.get("people.list", url).await?;
+        let body = self.conn.json(&reply)?;
+        let records = people(body).ok_or_else(|| self.conn.shape_error("a people list"))?;
+        let next_token = next_token(body);
+        Ok(Page {
+            has_more: next_token.is_some() && !records.is_empty(),
+            records,
+            next_token,
+        })
+    }
+
+    async fn verify_credentials(&self) -> Result<(), CrmError> {
+        let url = self
+            .conn
+            .url(&self.api_base, &["people"], &[("limit", "1")])?;
+        self.conn.get("people.list", url).await.map(drop)
+    }
+
+    async fn find_by_phone(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<Option<(String, Value)>, CrmError> {
+        let url = self.conn.url(
+            &self.api_base,
+            &["people"],
+            &[
+                ("phone", phone.as_str()),
+                ("fields", "allFields"),
+                ("limit", FIND_LIMIT),
+            ],
+        )?;
+        let reply = self.conn.get("people.list", url).await?;
+        let records = people(self.conn.json(&reply)?)
+            .ok_or_else(|| self.conn.shape_error("a people list"))?;
+        Ok(first_match(&records, &["id"], phone))
+    }
+
+    async fn create(&self, lead: &Lead) -> Result<PushResult, CrmError> {
+        let body = fub::event_body(lead, &self.system);
+        let url = self.conn.url(&self.api_base, &["events"], &[])?;
+        let reply = self
+            .conn
+            .send("events.create", Method::POST, url, Some(&body), false)
+            .await?;
+        let external_id = reply
+            .json
+            .as_ref()
+            .and_then(|p| p.get("id"))
+            .and_then(id_of);
+        let action = match reply.status {
+            StatusCode::NO_CONTENT => PushAction::Ignored,
+            StatusCode::OK => PushAction::Updated,
+            _ => PushAction::Created,
+        };
+        Ok(PushResult {
+            external_id,
+            action,
+        })
+    }
+
+    async fn update(
+        &self,
+        external_id: &str,
+        existing: &Value,
+        lead: &Lead,
+    ) -> Result<PushResult, CrmError> {
+        let body = fub::update_body(lead, existing);
+        if is_empty(&body) {
+            return Ok(pushed(external_id, PushAction::Unchanged));
+        }
+        let url = self.conn.url(
+            &self.api_base,
+            &["people", external_id],
+            &[("mergeTags", "true")],
+        )?;
+        self.conn
+            .send("people.update", Method::PUT, url, Some(&body), false)
+            .await?;
+        Ok(pushed(external_id, PushAction::Updated))
+    }
+}
+
+/// The `people` of a list answer.
+fn people(body: &Value) -> Option<Vec<Value>> {
+    body.get("people").and_then(Value::as_array).cloned()
+}
+
+/// `_metadata.next`, or the `next` parameter of `_metadata.nextLink`.
+fn next_token(body: &Value) -> Option<String> {
+    let meta = body.get("_metadata")?;
+    let direct = meta
+        .get("next")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    direct.or_else(|| {
+        let link = meta.get("nextLink").and_then(Value::as_str)?;
+        let url = reqwest::Url::parse(link).ok()?;
+        url.query_pairs()
+            .find(|(k, v)| k == "next" && !v.is_empty())
+            .map(|(_, v)| v.into_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn next_comes_from_metadata_or_its_link() {
+        assert_eq!(
+            next_token(&json!({"_metadata": {"next": "eyJzaW5jZUlkIjoxMDV9"}})).as_deref(),
+            Some("eyJzaW5jZUlkIjoxMDV9")
+        );
+        let link = json!({"_metadata": {"next": null,
+            "nextLink": "https://api.followupboss.com/v1/people?limit=25&&next=abc%3D"}});
+        assert_eq!(next_token(&link).as_deref(), Some("abc="));
+        assert_eq!(next_token(&json!({"_metadata": {"next": ""}})), None);
+        assert_eq!(next_token(&json!({"people": []})), None);
+    }
+}

@@ -1,0 +1,282 @@
+//! The toolkit every CRM's mapping is written with: tolerant readers of records (ids as numbers or
+//! strings, timestamps as RFC 3339, epoch seconds or epoch milliseconds, strings trimmed, empty strings
+//! absent, wrong types ignored), the [`Draft`] a mapper fills and normalizes into a `Contact`, and the
+//! membership checks an update body needs. Each CRM's own field names are in its folder
+//! (`rex/mapping.rs`, `followupboss/mapping.rs`, `lofty/mapping.rs`).
+
+use chrono::{DateTime, Utc};
+use crmsync_domain::json::{self, normalize_email};
+use crmsync_domain::{Contact, Mapped, PhoneNumber, Provider, Region, SkipReason, Skipped};
+use serde_json::{Map, Value};
+
+/// At most this many phone / e-mail candidates are looked at per record (bounds the work a
+/// hostile record can cause).
+const MAX_CANDIDATES: usize = 50;
+
+/// Values for one field, in the order they should be tried: preferred (primary) ones first.
+#[derive(Debug, Default)]
+pub(crate) struct Candidates {
+    preferred: Vec<String>,
+    others: Vec<String>,
+}
+
+impl Candidates {
+    pub(crate) fn add(&mut self, value: Option<String>, preferred: bool) {
+        let Some(v) = value else { return };
+        if self.preferred.len() + self.others.len() >= MAX_CANDIDATES {
+            return;
+        }
+        if preferred {
+            self.preferred.push(v);
+        } else {
+            self.others.push(v);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.preferred.is_empty() && self.others.is_empty()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &str> {
+        self.preferred
+            .iter()
+            .chain(&self.others)
+            .map(String::as_str)
+    }
+}
+
+/// What a mapper read from a record, before normalization.
+#[derive(Debug, Default)]
+pub(crate) struct Draft {
+    pub external_id: Option<String>,
+    pub name: Option<String>,
+    pub emails: Candidates,
+    pub phones: Candidates,
+    pub notes: Option<String>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl Draft {
+    /// The first phone that parses: preferred ones first, then the list order. No phone at all
+    /// is `NoPhone`; phones present but none valid is `InvalidPhone`.
+    pub(crate) fn phone(&self, region: Region) -> Result<PhoneNumber, SkipReason> {
+        if self.phones.is_empty() {
+            return Err(SkipReason::NoPhone);
+        }
+        self.phones
+            .iter()
+            .find_map(|raw| PhoneNumber::parse(raw, region).ok())
+            .ok_or(SkipReason::InvalidPhone)
+    }
+
+    /// The first e-mail that is valid, preferred ones first.
+    pub(crate) fn email(&self) -> Option<String> {
+        self.emails.iter().find_map(normalize_email)
+    }
+
+    pub(crate) fn finish(self, source: Provider, region: Region) -> Mapped {
+        let phone = match self.phone(region) {
+            Ok(p) => p,
+            Err(reason) => {
+                return Mapped::Skipped(Skipped {
+                    external_id: self.external_id,
+                    reason,
+                    updated_at: self.updated_at,
+                });
+            }
+        };
+        let email = self.email();
+        let name = self
+            .name
+            .as_deref()
+            .and_then(json::clean_name)
+            .or_else(|| email.clone())
+            .unwrap_or_else(|| phone.as_str().to_owned());
+        Mapped::Contact(Contact {
+            external_id: self.external_id,
+            name,
+            email,
+            phone,
+            notes: self.notes.and_then(|n| {
+                let t = n.trim();
+                (!t.is_empty()).then(|| t.to_owned())
+            }),
+            updated_at: self.updated_at,
+            source,
+        })
+    }
+}
+
+/// The value of a list entry that may be a plain string (or number) or an object carrying the
+/// value under one of `keys`.
+pub(crate) fn entry_value(item: &Value, keys: &[&str]) -> Option<String> {
+    match item {
+        Value::Object(_) => keys
+            .iter()
+            .find_map(|k| json::field(item, k).and_then(json::text_or_integer)),
+        other => json::text_or_integer(other),
+    }
+}
+
+/// Whether a list entry object is flagged primary under any of `keys`.
+pub(crate) fn entry_primary(item: &Value, keys: &[&str]) -> bool {
+    keys.iter().any(|k| json::truthy(json::field(item, k)))
+}
+
+/// The first of `keys` that holds a readable time.
+pub(crate) fn first_time(v: &Value, keys: &[&str]) -> Option<DateTime<Utc>> {
+    keys.iter()
+        .find_map(|k| json::field(v, k).and_then(json::time))
+}
+
+/// Whether `list` already holds `email` (case-insensitive, trimmed).
+pub(crate) fn has_email<'a>(mut list: impl Iterator<Item = &'a str>, email: &str) -> bool {
+    list.any(|e| e.trim().eq_ignore_ascii_case(email.trim()))
+}
+
+/// Whether `list` already holds `phone`: compared by E.164 where an entry parses (read in the
+/// phone's own region), else by its digits.
+pub(crate) fn has_phone<'a>(mut list: impl Iterator<Item = &'a str>, phone: &PhoneNumber) -> bool {
+    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+    let target = digits(phone.as_str());
+    list.any(|raw| phone.matches(raw) || digits(raw) == target)
+}
+
+/// Inserts `key: value` into `m` when `value` is `Some`.
+pub(crate) fn put(m: &mut Map<String, Value>, key: &str, value: Option<impl Into<Value>>) {
+    if let Some(v) = value {
+        m.insert(key.to_owned(), v.into());
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! Deterministic junk generator shared by the mappers' no-panic tests.
+    use serde_json::{Map, Value, json};
+
+    pub struct Junk(u64);
+
+    impl Junk {
+        pub fn new(seed: u64) -> Self {
+            Junk(seed | 1)
+        }
+
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[(self.next() % items.len() as u64) as usize]
+        }
+
+        /// A random value whose object keys come from `keys`, nested up to `depth`.
+        pub fn value(&mut self, keys: &[&str], depth: u32) -> Value {
+            let scalars = [
+                json!(null),
+                json!(true),
+                json!(0),
+                json!(-1),
+                json!(651095960136641_i64),
+                json!(u64::MAX),
+                json!(1.5e300),
+                json!(1694194202),
+                json!("1694194202"),
+                json!(""),
+                json!("   "),
+                json!("(415) 555-0123"),
+                json!("0412 345 678"),
+                json!("not a phone"),
+                json!("jane@example.com"),
+                json!("2024-05-01T10:00:00Z"),
+                json!("é✓\u{0}"),
+            ];
+            let kind = self.next() % 10;
+            if depth == 0 || kind < 5 {
+                return scalars[(self.next() % scalars.len() as u64) as usize].clone();
+            }
+            if kind < 7 {
+                let n = self.next() % 4;
+                return Value::Array((0..n).map(|_| self.value(keys, depth - 1)).collect());
+            }
+            let n = self.next() % 6;
+            let mut m = Map::new();
+            for _ in 0..n {
+                let k = self.pick(keys).to_owned();
+                let v = self.value(keys, depth - 1);
+                m.insert(k, v);
+            }
+            Value::Object(m)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dispatch_uses_the_providers_mapper() {
+        let fub = json!({"id": 1, "name": "A", "phones": [{"value": "4155550123"}]});
+        let lofty = json!({"leadId": 2, "firstName": "B", "phones": ["4155550124"]});
+        let rex = json!({"id": 3, "name": "C", "phone_number": "4155550125"});
+        let get = |p, v: &Value| crate::map_record(p, v, Region::US).into_contact().unwrap();
+        assert_eq!(
+            get(Provider::FollowUpBoss, &fub).source,
+            Provider::FollowUpBoss
+        );
+        assert_eq!(get(Provider::Lofty, &lofty).phone.as_str(), "+14155550124");
+        assert_eq!(get(Provider::Rex, &rex).name, "C");
+        // The id field differs per CRM: FUB reads `id`, so a Lofty record has no FUB id.
+        assert_eq!(
+            crate::map_record(Provider::FollowUpBoss, &lofty, Region::US).external_id(),
+            None
+        );
+        assert_eq!(
+            crate::map_record(Provider::Lofty, &lofty, Region::US).external_id(),
+            Some("2")
+        );
+    }
+
+    #[test]
+    fn name_falls_back_to_email_then_phone() {
+        let mut d = Draft::default();
+        d.phones.add(Some("415 555 0123".into()), false);
+        d.emails.add(Some(" Who@Example.com".into()), false);
+        let c = d.finish(Provider::Rex, Region::US).into_contact().unwrap();
+        assert_eq!(c.name, "who@example.com");
+
+        let mut d = Draft::default();
+        d.phones.add(Some("415 555 0123".into()), false);
+        d.name = Some("   ".into());
+        let c = d.finish(Provider::Rex, Region::US).into_contact().unwrap();
+        assert_eq!(c.name, "+14155550123");
+    }
+
+    #[test]
+    fn preferred_phone_wins_only_if_it_parses() {
+        let mut d = Draft::default();
+        d.phones.add(Some("not a number".into()), true);
+        d.phones.add(Some("12".into()), false);
+        d.phones.add(Some("(415) 555-0199".into()), false);
+        assert_eq!(d.phone(Region::US).unwrap().as_str(), "+14155550199");
+
+        let mut d = Draft::default();
+        d.phones.add(Some("(415) 555-0199".into()), false);
+        d.phones.add(Some("0412 345 678".into()), true);
+        assert_eq!(d.phone(Region::AU).unwrap().as_str(), "+61412345678");
+    }
+
+    #[test]
+    fn phone_and_email_membership() {
+        let p = PhoneNumber::parse("+14155550123", Region::US).unwrap();
+        assert!(has_phone(["(415) 555-0123"].into_iter(), &p));
+        assert!(has_phone(["14155550123"].into_iter(), &p));
+        assert!(!has_phone(["(415) 555-0124", "junk"].into_iter(), &p));
+        assert!(has_email([" A@B.co "].into_iter(), "a@b.co"));
+        assert!(!has_email(["ab.co"].into_iter(), "a@b.co"));
+    }
+}
