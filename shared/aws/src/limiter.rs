@@ -102,7 +102,15 @@ pub struct RateLimiter {
     client: Client,
     table: String,
     seen: Mutex<HashMap<String, BucketState>>,
+    /// Calls to DynamoDB in flight from this process at most (see [`MAX_IN_FLIGHT`]).
+    in_flight: tokio::sync::Semaphore,
 }
+
+/// DynamoDB calls one process has in flight at most. A burst of pushes (hundreds of leads posted at
+/// once) would otherwise send all its reservations together; an endpoint that answers them one after
+/// the other (moto does) then answers the last ones after their attempt timeout, and pacing falls back
+/// to unpaced pushes exactly when it is needed. Queued here, each call is answered promptly.
+const MAX_IN_FLIGHT: usize = 8;
 
 /// Attempts per request before giving up. Every failed condition means another request was admitted
 /// (or the bucket changed), so this bounds contention, not progress.
@@ -118,7 +126,15 @@ impl RateLimiter {
             client,
             table: table.into(),
             seen: Mutex::new(HashMap::new()),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         }
+    }
+
+    /// Sends one DynamoDB call once fewer than [`MAX_IN_FLIGHT`] are in flight.
+    async fn send<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+        // The semaphore is never closed: a failed acquire cannot happen, and would only skip the wait.
+        let _permit = self.in_flight.acquire().await.ok();
+        call.await
     }
 
     /// Takes one token from bucket `key`.
@@ -215,7 +231,7 @@ impl RateLimiter {
                 .expression_attribute_values(":old_tokens", n(old.tokens))
                 .expression_attribute_values(":old_ts", n(old.ts)),
         };
-        match req.send().await {
+        match self.send(req.send()).await {
             Ok(_) => Ok(None),
             Err(err) if err.as_service_error().is_none() => {
                 Err(LimiterError::Dynamo(unreachable_text(&err)))
@@ -254,8 +270,9 @@ impl RateLimiter {
         let now = now_ms();
         let n = |v: i64| AttributeValue::N(v.to_string());
         let out = self
-            .client
-            .update_item()
+            .send(
+                self.client
+                    .update_item()
             .table_name(&self.table)
             .key("pk", AttributeValue::S(key.to_owned()))
             .update_expression(
@@ -266,8 +283,9 @@ impl RateLimiter {
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":exp", n(now / 1000 + 2 * rate.period.as_secs() as i64 + 3600))
             .expression_attribute_values(":cost", n(cost_milli))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
-            .send()
+                    .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+                    .send(),
+            )
             .await
             .map_err(|e| {
                 if e.as_service_error().is_none() {
@@ -293,18 +311,20 @@ impl RateLimiter {
         if elapsed >= rate.period_ms() {
             // Fold the refill in, so idle time never counts for more than a full bucket.
             let _ = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", AttributeValue::S(key.to_owned()))
-                .update_expression("SET base_mt = :base, ts = :now, used_mt = :zero")
-                .condition_expression("ts = :ts AND used_mt = :consumed")
-                .expression_attribute_values(":base", n(available))
-                .expression_attribute_values(":now", n(now))
-                .expression_attribute_values(":zero", n(0))
-                .expression_attribute_values(":ts", n(ts))
-                .expression_attribute_values(":consumed", n(consumed))
-                .send()
+                .send(
+                    self.client
+                        .update_item()
+                        .table_name(&self.table)
+                        .key("pk", AttributeValue::S(key.to_owned()))
+                        .update_expression("SET base_mt = :base, ts = :now, used_mt = :zero")
+                        .condition_expression("ts = :ts AND used_mt = :consumed")
+                        .expression_attribute_values(":base", n(available))
+                        .expression_attribute_values(":now", n(now))
+                        .expression_attribute_values(":zero", n(0))
+                        .expression_attribute_values(":ts", n(ts))
+                        .expression_attribute_values(":consumed", n(consumed))
+                        .send(),
+                )
                 .await;
         }
         if available >= 0 {
@@ -314,13 +334,15 @@ impl RateLimiter {
         if wait > max_wait {
             // Give the tokens back: the caller will not use them.
             let _ = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("pk", AttributeValue::S(key.to_owned()))
-                .update_expression("ADD used_mt :back")
-                .expression_attribute_values(":back", n(-cost_milli))
-                .send()
+                .send(
+                    self.client
+                        .update_item()
+                        .table_name(&self.table)
+                        .key("pk", AttributeValue::S(key.to_owned()))
+                        .update_expression("ADD used_mt :back")
+                        .expression_attribute_values(":back", n(-cost_milli))
+                        .send(),
+                )
                 .await;
             return Err(LimiterError::WaitTooLong(wait));
         }
@@ -336,15 +358,17 @@ impl RateLimiter {
         let now = now_ms() / 1000;
         let n = |v: i64| AttributeValue::N(v.to_string());
         let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", AttributeValue::S(key.to_owned()))
-            .item("expires_at", n(now + ttl.as_secs() as i64))
-            // DynamoDB deletes expired items lazily: an expired claim counts as free.
-            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
-            .expression_attribute_values(":now", n(now))
-            .send()
+            .send(
+                self.client
+                    .put_item()
+                    .table_name(&self.table)
+                    .item("pk", AttributeValue::S(key.to_owned()))
+                    .item("expires_at", n(now + ttl.as_secs() as i64))
+                    // DynamoDB deletes expired items lazily: an expired claim counts as free.
+                    .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+                    .expression_attribute_values(":now", n(now))
+                    .send(),
+            )
             .await;
         match result {
             Ok(_) => Ok(true),
