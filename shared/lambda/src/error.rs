@@ -151,7 +151,7 @@ impl ApiError {
     }
 
     /// The HTTP response: status, `application/json`, and `Retry-After` for 429.
-    pub fn into_response(self) -> crate::http::Response {
+    pub fn into_response(self) -> lambda_http::Response<lambda_http::Body> {
         let mut builder = http::Response::builder()
             .status(self.status())
             .header(http::header::CONTENT_TYPE, "application/json")
