@@ -1,21 +1,15 @@
 //! Black-box tests of crmsync against a real Postgres cluster and moto (one of each per test run,
-//! started by `crmsync-testkit`). One test binary for all of them keeps link time down.
+//! started by `crmsync-testkit`) and the CRM sandbox. One test binary for all of them keeps link time
+//! down. The tests are filed by what they test:
+//!
+//! - `routes/`: one file per function of the contract's routes table, the behaviour of that route;
+//! - `qualities/`: the reliability and security suites (faults, races, crashes, security, hostile
+//!   input), across routes;
+//! - `parts/`: one component (the store, the limiter, the secret) or the repository's descriptions of
+//!   the API (the event files, the deploy descriptions);
+//! - `support/`: the harness they share.
 
-mod capture;
-mod common;
-mod crash;
-mod deploy;
-mod env;
-mod events;
-mod faults;
-mod hostile;
-mod integrations;
-mod limiter;
-mod pull;
-mod push;
-mod races;
-mod rows;
-mod schedule;
-mod secrets;
-mod security;
-mod store;
+mod parts;
+mod qualities;
+mod routes;
+mod support;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crmsync_aws::limiter::{Decision, Rate, RateLimiter};
 
-use crate::common::{CallCounter, moto_config, rate_limit_table};
+use crate::support::common::{CallCounter, moto_config, rate_limit_table};
 
 async fn table() -> (String, aws_sdk_dynamodb::Client, CallCounter) {
     let conf = moto_config().await;

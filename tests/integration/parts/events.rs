@@ -1,14 +1,17 @@
 //! The files in `events/`, as `cargo lambda invoke --data-file` sends them: every function has one,
 //! each parses as its trigger's event, and each drives its handler to the contract's answer (never a
-//! 500). Placeholders (`REPLACE_WITH_…`) are filled in as a developer would.
+//! 500). Placeholders (`REPLACE_WITH_…`) are filled in as a developer would. The event files of
+//! `integrations` and `sync-logs` also drive a whole connect, read, update, logs and disconnect.
 
 use std::path::Path;
 
+use crmsync_domain::Provider;
 use http::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::env::{Env, WEBHOOK_SECRET};
+use crate::support::api::{LOFTY_KEY, assert_error, assert_status, log};
+use crate::support::env::{Env, Reply, WEBHOOK_SECRET};
 
 fn events_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../events"))
@@ -104,4 +107,62 @@ async fn every_function_has_an_event_file_that_drives_its_handler() {
         };
         assert_eq!(status, expected, "{file}");
     }
+}
+
+/// The event files of the `integrations` and `sync-logs` functions, as `cargo lambda invoke` sends them,
+/// work against the handlers through a whole life of an integration (with a real JWT and id put in
+/// place of their placeholders).
+#[tokio::test]
+async fn the_integrations_and_sync_logs_event_files_drive_a_whole_connection() {
+    const PLACEHOLDER_ID: &str = "9b2f4c1e-5d6a-4e8b-9c0d-1a2b3c4d5e6f";
+    let env = Env::start().await;
+    let user = Uuid::new_v4();
+    let run = async |file: &str, id: Option<&str>| -> Reply {
+        let text = std::fs::read_to_string(events_dir().join(file)).expect(file);
+        let mut text = text.replace("REPLACE_WITH_A_DEV_JWT", &Env::token(user));
+        text = text.replace("REPLACE_WITH_A_LOFTY_API_KEY", LOFTY_KEY);
+        if let Some(id) = id {
+            text = text.replace(PLACEHOLDER_ID, id);
+        }
+        let req = lambda_http::request::from_str(&text).expect(file);
+        let resp = if file.starts_with("sync-logs") {
+            crmsync_lambda::routes::sync_logs::handle(&env.app, req).await
+        } else {
+            crmsync_lambda::routes::integrations::handle(&env.app, req).await
+        };
+        let (parts, body) = resp.into_parts();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        }
+    };
+
+    // As shipped, the id is one nobody has.
+    assert_error(
+        &run("integrations-get.json", None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+
+    let created = run("integrations-connect.json", None).await;
+    assert_status(&created, StatusCode::CREATED);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let listed = run("integrations-list.json", None).await;
+    assert_status(&listed, StatusCode::OK);
+    assert_eq!(listed.body["integrations"][0]["id"], id.as_str());
+    let read = run("integrations-get.json", Some(&id)).await;
+    assert_status(&read, StatusCode::OK);
+    let updated = run("integrations-update.json", Some(&id)).await;
+    assert_status(&updated, StatusCode::OK);
+    assert_eq!(updated.body["status"], "paused");
+    env.store
+        .insert_sync_log(user, &log(Uuid::parse_str(&id).ok(), Provider::Lofty, 1))
+        .await
+        .unwrap();
+    let logs = run("sync-logs.json", Some(&id)).await;
+    assert_status(&logs, StatusCode::OK);
+    assert_eq!(logs.body["logs"].as_array().unwrap().len(), 1);
+    let deleted = run("integrations-delete.json", Some(&id)).await;
+    assert_status(&deleted, StatusCode::NO_CONTENT);
 }

@@ -128,9 +128,16 @@ pub fn leaks(text: &str, secrets: &[Secret]) -> Vec<String> {
     found
 }
 
-/// Panics if any secret appears in `text`.
+/// Panics if any secret appears in any of `places` (what, text), listing every one found.
 #[track_caller]
-pub fn assert_no_leak(what: &str, text: &str, secrets: &[Secret]) {
-    let found = leaks(text, secrets);
-    assert!(found.is_empty(), "{what} holds secrets: {found:#?}");
+pub fn assert_no_leak(places: &[(String, String)], secrets: &[Secret]) {
+    let found: Vec<String> = places
+        .iter()
+        .flat_map(|(what, text)| {
+            leaks(text, secrets)
+                .into_iter()
+                .map(move |leak| format!("{what}: {leak}"))
+        })
+        .collect();
+    assert!(found.is_empty(), "secrets found: {found:#?}");
 }

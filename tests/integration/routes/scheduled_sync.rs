@@ -1,5 +1,7 @@
-//! The scheduled run: every active integration of every user pulled (a busy one skipped), then the
-//! outbox drained; a run cut short by its deadline is finished by the next one.
+//! `scheduled-sync` (the EventBridge schedule): every active integration of every user pulled (a busy
+//! one skipped), then the outbox drained; a run cut short by its deadline is finished by the next one.
+//! The run is driven through its use case, `crmsync_app::schedule::run`, with the deadline a test
+//! chooses (the handler itself runs from its event file in `parts/events.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -7,7 +9,7 @@ use crmsync_domain::Provider;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::env::{Env, Route, WEBHOOK_SECRET, sandbox_provider};
+use crate::support::env::{Env, Route, WEBHOOK_SECRET, sandbox_provider};
 
 #[tokio::test]
 async fn a_scheduled_run_pulls_every_integration_then_drains_the_outbox() {
@@ -82,6 +84,19 @@ async fn a_scheduled_run_pulls_every_integration_then_drains_the_outbox() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(triggers, ["schedule"]);
+}
+
+#[tokio::test]
+async fn a_scheduled_run_skips_an_integration_already_syncing() {
+    let env = Env::start().await;
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    env.sandbox
+        .seed(sandbox_provider(Provider::FollowUpBoss), 1, 300);
+    env.sandbox.seed(sandbox_provider(Provider::Rex), 2, 200);
+    env.sandbox.seed(sandbox_provider(Provider::Lofty), 3, 100);
+    env.connect(alice, Provider::FollowUpBoss).await;
+    env.connect(alice, Provider::Lofty).await;
+    env.connect(bob, Provider::Rex).await;
 
     // An integration already syncing is skipped, the rest go on.
     let rex = env

@@ -3,7 +3,7 @@
 use crmsync_aws::SecretError as ConfigError;
 use crmsync_lambda::config::SecretsProvider;
 
-use crate::common::{CallCounter, moto_config};
+use crate::support::common::{CallCounter, moto_config};
 
 async fn client() -> (aws_sdk_secretsmanager::Client, CallCounter) {
     let conf = moto_config().await;

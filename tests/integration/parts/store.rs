@@ -6,7 +6,7 @@ use crmsync_domain::Provider;
 use crmsync_store::{Credentials, Vault};
 use uuid::Uuid;
 
-use crate::common::{contact, migrated_store};
+use crate::support::common::{contact, migrated_store};
 
 #[tokio::test]
 async fn migrations_are_idempotent_and_safe_to_run_concurrently() {

@@ -2,18 +2,23 @@
 //! with SIGKILL at a random moment, many times over; every resumed run goes on from the last page saved,
 //! and the last one ends with exactly the rows a fault-free sync gives (nothing lost, nothing doubled).
 //! `make test` kills a few times against the in-process sandbox; `make soak` kills `SOAK_KILLS` times
-//! (default 50) against a separate `crm-sandbox` process.
+//! (default 50) against a separate `crm-sandbox` process. And a sync dropped mid-way in the process (as
+//! by a Lambda timeout) resumes where it stopped.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crmsync_domain::Provider;
+use http::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::env::{Env, JWT_SECRET, sandbox_provider};
-use crate::rows::{assert_same, assert_subset, difference, expected_from, report, stored};
+use crate::support::env::{Env, JWT_SECRET, Route, sandbox_provider};
+use crate::support::rows::{
+    assert_same, assert_subset, difference, expected, expected_from, report, stored, sync,
+    sync_path,
+};
 
 /// A tiny deterministic generator (xorshift), so a run can be repeated with its seed.
 struct Rng(u64);
@@ -326,69 +331,67 @@ async fn soak_sync_processes_killed_many_times() {
     }
 }
 
-/// Found by the crash soak: REX is paged by `system_modtime >= since` with an offset of the records
-/// already stored at `since`. When such a record changes again (it moves to a later time), the offset
-/// outgrows the records still at `since` and the next sync skips a change it never stored.
-#[tokio::test]
-async fn rex_a_changed_boundary_record_does_not_hide_another_change() {
+/// Drops a sync of `provider` part-way (its future, as a Lambda timeout does), then syncs again:
+/// nothing lost or doubled, and the resumed sync reads only what the dropped one had not stored.
+async fn dropped_sync_resumes(provider: Provider) {
     let env = Env::start().await;
-    let provider = Provider::Rex;
-    env.sandbox.seed(sandbox_provider(provider), 91, 300);
+    env.sandbox.seed(sandbox_provider(provider), 3, 4_000);
     let user = Uuid::new_v4();
     env.connect(user, provider).await;
-    let first = crate::rows::sync(&env, user, provider).await;
-    assert_eq!(first.status, http::StatusCode::OK, "{:?}", first.body);
-    // The record(s) of the last second synced (the cursor's boundary), and another record.
-    let records = env.sandbox_records(provider).await;
-    let last_ms = records
-        .iter()
-        .filter_map(|r| r["updated_ms"].as_i64())
-        .max()
+    // Slow pages, so the sync can be killed part-way.
+    env.sandbox
+        .set_faults(
+            sandbox_provider(provider),
+            crm_sandbox::FaultConfig {
+                latency_ms: 40,
+                ..Default::default()
+            },
+        )
         .unwrap();
-    let boundary: Vec<u64> = records
-        .iter()
-        .filter(|r| r["updated_ms"].as_i64().unwrap() / 1000 == last_ms / 1000)
-        .map(|r| r["id"].as_u64().unwrap())
-        .collect();
-    let other = records
-        .iter()
-        .filter(|r| !boundary.contains(&r["id"].as_u64().unwrap()))
-        .find(|r| {
-            r["phones"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .any(|p| crmsync_domain::PhoneNumber::parse(p, crmsync_domain::Region::US).is_ok())
-        })
-        .unwrap()["id"]
-        .as_u64()
-        .unwrap();
-    // `other` changes first, then the boundary records change too.
-    let touch = |ids: Vec<u64>, last: &str| {
-        let url = env.sandbox.url("/_sandbox/rex/touch");
-        let body = serde_json::json!({"ids": ids, "set": {"last_name": last}});
-        async move {
-            let r = reqwest::Client::new()
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status().is_success());
+
+    let stored_before_kill = {
+        let path = sync_path(provider);
+        let sync_call = env.as_user(user, Route::ContactsSync, "POST", &path, "");
+        tokio::pin!(sync_call);
+        loop {
+            tokio::select! {
+                _ = &mut sync_call => panic!("the sync finished before it could be killed"),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                    let n = env.store.list_contacts(user).await.unwrap().len();
+                    if n > 300 { break n; }
+                }
+            }
         }
+        // Leaving this block drops the sync's future: killed mid-way, as by a Lambda timeout.
     };
-    touch(vec![other], "ChangedFirst").await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    touch(boundary.clone(), "ChangedAfter").await;
-    let second = crate::rows::sync(&env, user, provider).await;
-    assert_eq!(second.status, http::StatusCode::OK, "{:?}", second.body);
-    assert_same(
-        &stored(&env, user).await,
-        &crate::rows::expected(&env, provider).await,
-        &format!(
-            "after {} boundary record(s) and one other changed",
-            boundary.len()
-        ),
+    env.sandbox
+        .set_faults(sandbox_provider(provider), Default::default())
+        .unwrap();
+
+    let resumed = sync(&env, user, provider).await;
+    assert_eq!(
+        resumed.status,
+        StatusCode::OK,
+        "sync of {provider}: {:?}",
+        resumed.body
     );
+    let resumed = resumed.body;
+    let want = expected(&env, provider).await;
+    assert!(stored_before_kill < want.len());
+    assert_same(&stored(&env, user).await, &want, provider.as_str());
+    // Every row stored before the kill came from a record the resumed sync does not read again.
+    assert!(
+        resumed["totalFetched"].as_u64().unwrap() <= 4_000 - stored_before_kill as u64,
+        "{provider}: the resumed sync continues where the killed one stopped: {resumed}"
+    );
+}
+
+#[tokio::test]
+async fn a_followupboss_sync_dropped_mid_way_resumes_with_nothing_lost_or_doubled() {
+    dropped_sync_resumes(Provider::FollowUpBoss).await;
+}
+
+#[tokio::test]
+async fn a_rex_sync_dropped_mid_way_resumes_with_nothing_lost_or_doubled() {
+    dropped_sync_resumes(Provider::Rex).await;
 }

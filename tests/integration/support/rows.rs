@@ -1,5 +1,6 @@
 //! What a correct pull must leave in `contacts`, computed from the sandbox's records, and the checks
-//! the reliability tests share (the pull tests have their own copy, kept as they are).
+//! the route and reliability tests share: rows stored against rows expected, the contract's error shape,
+//! and the reliability report.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +8,7 @@ use crmsync_domain::{PhoneNumber, Provider, Region};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::env::{Env, Reply, Route};
+use crate::support::env::{Env, Reply, Route};
 
 pub fn sync_path(provider: Provider) -> String {
     format!("/api/integrations/{}/contacts/sync", provider.as_str())
@@ -124,6 +125,16 @@ pub async fn sync(env: &Env, user: Uuid, provider: Provider) -> Reply {
 /// Asserts an error answer has the contract's shape and one of the contract's codes.
 #[track_caller]
 pub fn assert_contract_error(reply: &Reply) {
+    if let Some(problem) = contract_error_problem(reply) {
+        panic!("{problem}");
+    }
+}
+
+/// What is wrong with an error answer, measured against the contract (`None`: nothing): a status the
+/// contract does not have, a code that is not the status's, an empty `detail`, or a body that is not
+/// JSON. The non-panicking form of [`assert_contract_error`], for tests that try many inputs and
+/// report every failure at once.
+pub fn contract_error_problem(reply: &Reply) -> Option<String> {
     let code = reply.body["error"].as_str().unwrap_or_default();
     let expected = match reply.status.as_u16() {
         400 => "bad_request",
@@ -135,19 +146,40 @@ pub fn assert_contract_error(reply: &Reply) {
         429 => "rate_limited",
         502 => "upstream_error",
         500 => "internal",
-        other => panic!("status {other} is not in the contract: {:?}", reply.body),
+        other => {
+            return Some(format!(
+                "status {other} is not in the contract: {:?}",
+                reply.body
+            ));
+        }
     };
-    assert_eq!(code, expected, "{:?}", reply.body);
+    if code != expected {
+        return Some(format!(
+            "error code {code:?}, expected {expected:?}: {:?}",
+            reply.body
+        ));
+    }
+    if reply.body["detail"].as_str().is_none_or(str::is_empty) {
+        return Some(format!("no detail: {:?}", reply.body));
+    }
+    let content_type = reply.headers.get(http::header::CONTENT_TYPE);
+    if content_type.is_none_or(|v| v != "application/json") {
+        return Some(format!(
+            "content type {content_type:?}, expected application/json: {:?}",
+            reply.headers
+        ));
+    }
+    None
+}
+
+/// Panics listing every failure found (by a test that tries many inputs and reports them all).
+#[track_caller]
+pub fn assert_no_failures(what: &str, failures: &[String]) {
     assert!(
-        reply.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-        "{:?}",
-        reply.body
-    );
-    assert_eq!(
-        reply.headers[http::header::CONTENT_TYPE],
-        "application/json",
-        "{:?}",
-        reply.headers
+        failures.is_empty(),
+        "{what}: {} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
     );
 }
 
@@ -174,4 +206,22 @@ pub fn report(line: impl AsRef<str>) {
             chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
         );
     }
+}
+
+/// The median update time of `provider`'s records in the sandbox, as a `since` (RFC 3339, whole
+/// seconds), and how many records were updated at or after it.
+pub async fn median_since(env: &Env, provider: Provider) -> (String, usize) {
+    let records = env.sandbox_records(provider).await;
+    let mut times: Vec<i64> = records
+        .iter()
+        .map(|r| r["updated_ms"].as_i64().unwrap())
+        .collect();
+    times.sort();
+    let median = chrono::DateTime::from_timestamp_millis(times[times.len() / 2]).unwrap();
+    let since = median.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let newer = records
+        .iter()
+        .filter(|r| r["updated_ms"].as_i64().unwrap() >= median.timestamp() * 1000)
+        .count();
+    (since, newer)
 }

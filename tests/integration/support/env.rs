@@ -13,7 +13,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::common::{moto_config, rate_limit_table};
+use crate::support::common::{moto_config, rate_limit_table};
 
 pub const JWT_SECRET: &str = "test-jwt-secret-0123456789-abcdefghij";
 /// A Standard Webhooks secret (`whsec_` + base64), also accepted verbatim in `x-webhook-secret`.
@@ -101,7 +101,7 @@ pub fn sandbox_provider(p: Provider) -> crm_sandbox::config::Provider {
 
 impl Env {
     pub async fn start() -> Env {
-        Self::start_with(crate::common::migrated_store().await).await
+        Self::start_with(crate::support::common::migrated_store().await).await
     }
 
     /// An environment on a database of the caller's (migrated), e.g. on a Postgres it restarts.
@@ -113,7 +113,7 @@ impl Env {
     /// not the in-process one (still there, unused).
     pub async fn start_against(sandbox_url: &str) -> Env {
         Self::start_full(
-            crate::common::migrated_store().await,
+            crate::support::common::migrated_store().await,
             Some(sandbox_url.to_owned()),
         )
         .await
@@ -123,7 +123,7 @@ impl Env {
         (db, store): (crmsync_testkit::TestDb, Store),
         sandbox_url: Option<String>,
     ) -> Env {
-        crate::capture::install();
+        crate::support::capture::install();
         let sandbox = Sandbox::spawn(SandboxConfig {
             auto_approve: true,
             ..Default::default()
@@ -453,6 +453,53 @@ impl Env {
     }
 }
 
+impl Env {
+    /// Makes the stored OAuth token of `user`'s `provider` integration expired (as an hour passing
+    /// would), and the CRM's tokens too, so that the next call needs a refresh.
+    pub async fn expire_token(&self, user: Uuid, provider: Provider) {
+        let ready = self.app.ready().await.unwrap();
+        let record = self
+            .store
+            .integration_by_provider(user, provider)
+            .await
+            .unwrap()
+            .unwrap();
+        let opened = ready
+            .ctx
+            .vault
+            .open(record.id, provider, &record.sealed)
+            .unwrap();
+        let crmsync_store::Credentials::OAuth {
+            access_token,
+            refresh_token,
+            ..
+        } = opened.credentials
+        else {
+            panic!("OAuth credentials");
+        };
+        let expired = crmsync_store::Credentials::OAuth {
+            access_token,
+            refresh_token,
+            expires_at: Some(chrono::Utc::now().timestamp() - 60),
+        };
+        let sealed = ready.ctx.vault.seal(record.id, provider, &expired).unwrap();
+        let past = chrono::Utc::now() - chrono::Duration::seconds(60);
+        self.store
+            .set_credentials(user, record.id, &sealed, Some(past))
+            .await
+            .unwrap();
+        self.sandbox.expire_tokens(Some(sandbox_provider(provider)));
+    }
+
+    /// The token refreshes the sandbox has served for `provider`.
+    pub fn refreshes(&self, provider: Provider) -> u64 {
+        let stats = self.sandbox.stats();
+        stats["providers"][sandbox_provider(provider).name()]["refreshes"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("refreshes in {stats}"))
+    }
+}
+
 /// An `App` as a deployed function builds it, with retries as in production but without real seconds
 /// of backoff (`Retry-After` still applies).
 pub fn test_app(
@@ -493,4 +540,62 @@ fn hex_key() -> String {
     let a = Uuid::new_v4().simple().to_string();
     let b = Uuid::new_v4().simple().to_string();
     format!("{a}{b}")
+}
+
+/// Starts an OAuth flow of `provider` for `user` and follows the consent: (state cookie, callback
+/// path, callback query).
+pub async fn oauth_round(env: &Env, user: Uuid, provider: &str) -> (String, String, String) {
+    let start = env
+        .as_user(
+            user,
+            Route::OAuthStart,
+            "GET",
+            &format!("/api/integrations/{provider}/oauth/start"),
+            "",
+        )
+        .await;
+    assert_eq!(start.status, StatusCode::FOUND, "{:?}", start.body);
+    let cookie = start.set_cookie("crm_oauth_state").unwrap();
+    let back = follow_consent(&start.location()).await;
+    let (path, query) = back.split_once('?').unwrap();
+    (
+        cookie,
+        path.trim_start_matches("http://127.0.0.1:3004").to_owned(),
+        query.to_owned(),
+    )
+}
+
+/// The `error` an OAuth callback's answer redirects with (empty if none), after checking it is a
+/// redirect to the dashboard (`POST_CONNECT_URL`) and nowhere else.
+#[track_caller]
+pub fn callback_error(reply: &Reply) -> String {
+    assert_eq!(reply.status, StatusCode::FOUND, "{:?}", reply.body);
+    let location = reply.location();
+    assert!(
+        location.starts_with(POST_CONNECT_URL),
+        "every callback goes back to the dashboard only: {location}"
+    );
+    location.split("error=").nth(1).unwrap_or("").to_owned()
+}
+
+/// The value of `key` in a query string.
+pub fn query_param(query: &str, key: &str) -> String {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no {key} in {query}"))
+}
+
+/// A query string without `key`.
+pub fn query_without(query: &str, key: &str) -> String {
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k != key)
+        .fold(
+            form_urlencoded::Serializer::new(String::new()),
+            |mut s, (k, v)| {
+                s.append_pair(&k, &v);
+                s
+            },
+        )
+        .finish()
 }

@@ -1,20 +1,21 @@
 //! Races, each across several `App`s (as several Lambda instances, each with its own pool and caches):
 //! concurrent syncs of one integration, concurrent calls that all need a token refresh, the same lead
-//! delivered 1000 times at once, and concurrent drains of one outbox.
+//! delivered 1000 times at once, and concurrent drains of one outbox. (The same cases one at a time, as
+//! the contract states them, are in `routes/`: a sync while another runs, a refresh, a lead delivered
+//! twice.)
 
 use std::time::{Duration, Instant};
 
 use crm_sandbox::FaultConfig;
 use crmsync_domain::Provider;
 use crmsync_lambda::App;
-use crmsync_store::Credentials;
 use http::StatusCode;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::env::{Env, Reply, Route, WEBHOOK_SECRET, sandbox_provider};
-use crate::faults::{lead, people_with, post_lead};
-use crate::rows::{assert_same, expected, report, stored, sync_path};
+use crate::support::env::{Env, Reply, Route, WEBHOOK_SECRET, sandbox_provider};
+use crate::support::leads::{WEBHOOK, lead, people_with, post_lead};
+use crate::support::rows::{assert_same, expected, report, stored, sync_path};
 
 fn lambdas(env: &Env, n: usize) -> Vec<App> {
     (0..n).map(|_| env.another_app()).collect()
@@ -109,48 +110,6 @@ async fn ten_concurrent_syncs_of_one_integration_one_runs_the_rest_get_409() {
     }
 }
 
-/// Makes the stored token of `user`'s `provider` integration expired, and the CRM's too.
-async fn expire_token(env: &Env, user: Uuid, provider: Provider) {
-    let ready = env.app.ready().await.unwrap();
-    let record = env
-        .store
-        .integration_by_provider(user, provider)
-        .await
-        .unwrap()
-        .unwrap();
-    let opened = ready
-        .ctx
-        .vault
-        .open(record.id, provider, &record.sealed)
-        .unwrap();
-    let Credentials::OAuth {
-        access_token,
-        refresh_token,
-        ..
-    } = opened.credentials
-    else {
-        panic!("OAuth credentials");
-    };
-    let expired = Credentials::OAuth {
-        access_token,
-        refresh_token,
-        expires_at: Some(chrono::Utc::now().timestamp() - 60),
-    };
-    let sealed = ready.ctx.vault.seal(record.id, provider, &expired).unwrap();
-    let past = chrono::Utc::now() - chrono::Duration::seconds(60);
-    env.store
-        .set_credentials(user, record.id, &sealed, Some(past))
-        .await
-        .unwrap();
-    env.sandbox.expire_tokens(Some(sandbox_provider(provider)));
-}
-
-fn refreshes(env: &Env, provider: Provider) -> u64 {
-    env.sandbox.stats()["providers"][sandbox_provider(provider).name()]["refreshes"]
-        .as_u64()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn fifty_concurrent_calls_needing_a_refresh_cause_one_refresh() {
     for provider in [Provider::FollowUpBoss, Provider::Rex] {
@@ -158,8 +117,8 @@ async fn fifty_concurrent_calls_needing_a_refresh_cause_one_refresh() {
         env.sandbox.seed(sandbox_provider(provider), 2, 50);
         let user = Uuid::new_v4();
         env.connect(user, provider).await;
-        expire_token(&env, user, provider).await;
-        let before = refreshes(&env, provider);
+        env.expire_token(user, provider).await;
+        let before = env.refreshes(provider);
         let apps = lambdas(&env, 5);
         let p = provider.as_str();
         let status_path = format!("/api/integrations/{p}/auth/status");
@@ -185,7 +144,7 @@ async fn fifty_concurrent_calls_needing_a_refresh_cause_one_refresh() {
             }
         }
         assert_eq!(
-            refreshes(&env, provider) - before,
+            env.refreshes(provider) - before,
             1,
             "{provider}: the CRM saw exactly one refresh"
         );
@@ -232,7 +191,7 @@ async fn the_same_lead_delivered_1000_times_at_once_is_pushed_once() {
                     app,
                     Route::LeadWebhook,
                     "POST",
-                    "/api/webhooks/lead-created",
+                    WEBHOOK,
                     "",
                     &[],
                     &[

@@ -1,0 +1,14 @@
+//! The contract's behaviour of each function of its routes table (`docs/contract.md`), one file per
+//! function, each driven through the function's handler as API Gateway or EventBridge calls it.
+//! Concurrency, faults, crashes, security and hostile input across routes are in `qualities/`.
+
+mod auth_status;
+mod contacts_fetch;
+mod contacts_sync;
+mod integration_sync;
+mod integrations;
+mod lead_webhook;
+mod oauth_callback;
+mod oauth_start;
+mod scheduled_sync;
+mod sync_logs;
