@@ -131,6 +131,18 @@ impl OAuthClient {
     }
 }
 
+/// How a phone filter of a CRM compares numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhoneSearch {
+    /// The stored string, trimmed, case-insensitive: `0412 345 678` is found only by
+    /// `0412 345 678` (crm-apis §4: REX "stores phone numbers as typed … its search
+    /// compares the stored string").
+    Exact,
+    /// The national significant number: `+61 412 345 678` finds `0412 345 678`.
+    Normalized,
+}
+
 /// REX (Rex Software). See README for the UNCONFIRMED readings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -156,6 +168,16 @@ pub struct RexConfig {
     pub search_default_limit: u32,
     /// Largest accepted `limit` (larger = validation error).
     pub search_max_limit: u32,
+    /// `contact.phone_number` criteria (and the phones `update` appends): `exact` (crm-apis
+    /// §4) or `normalized` (the kinder reading).
+    pub phone_search: PhoneSearch,
+    /// UNCONFIRMED: archiving, trashing or recovering a contact changes its
+    /// `system_modtime`. `false` (harsher): it does not, so a `system_modtime` cursor never
+    /// sees it.
+    pub archive_bumps_modtime: bool,
+    /// The account the login and the OAuth grants belong to. A login that names another
+    /// `account_id` (crm-apis §3.2) is refused.
+    pub account_id: u64,
 }
 
 impl Default for RexConfig {
@@ -175,6 +197,9 @@ impl Default for RexConfig {
             errors_always_use_status_codes: false,
             search_default_limit: 20,
             search_max_limit: 100,
+            phone_search: PhoneSearch::Exact,
+            archive_bumps_modtime: false,
+            account_id: 3_487,
         }
     }
 }
@@ -237,6 +262,17 @@ pub struct FubConfig {
     pub archived_sources: Vec<String>,
     pub events_phone_match: EventPhoneMatch,
     pub is_primary_format: PrimaryFlag,
+    /// UNCONFIRMED: moving a person to the `Trash` stage (or out of it) changes `updated`.
+    /// `false` (harsher): it does not, so a `sort=updated` cursor never sees a trashing.
+    pub trash_bumps_updated: bool,
+    /// `next` (keyset) is returned "when keyset pagination is possible" (pagination
+    /// reference). `false` (harsher): only for id-ordered lists (`id`, `-id`); other sorts
+    /// page by `offset` alone. `true`: `next` for every sort.
+    pub keyset_for_all_sorts: bool,
+    /// The account and the user behind every key and token (`GET /v1/identity`, `/v1/me`,
+    /// the `FUB-Account-ID` / `FUB-User-ID` response headers).
+    pub account_id: u64,
+    pub user_id: u64,
 }
 
 impl Default for FubConfig {
@@ -263,6 +299,10 @@ impl Default for FubConfig {
             archived_sources: Vec::new(),
             events_phone_match: EventPhoneMatch::Phone,
             is_primary_format: PrimaryFlag::Int,
+            trash_bumps_updated: false,
+            keyset_for_all_sorts: false,
+            account_id: 1,
+            user_id: 1,
         }
     }
 }
@@ -298,22 +338,42 @@ pub struct LoftyConfig {
     /// Valid API keys (`Authorization: token <key>`).
     pub api_keys: Vec<String>,
     pub default_limit: u32,
-    /// UNCONFIRMED (25 vs 100): larger `limit` → 400 `LIMIT_NOT_VALID`.
+    /// UNCONFIRMED (25 vs 100, crm-apis §2.6): the largest page served.
     pub max_limit: u32,
+    /// A `limit` above `max_limit` is served as `max_limit` without a word (`true`, the
+    /// harsher reading of "pages hard-capped at 25"), or refused with 400
+    /// `LIMIT_NOT_VALID` (`false`).
+    pub cap_silently: bool,
     /// UNCONFIRMED: list metadata key, `_metadata` or `get_metadata`.
     pub metadata_key: String,
     /// UNCONFIRMED: `GET /v1.0/leads/{id}` wraps the lead as `{"lead":{…}}`.
     pub wrap_single_lead: bool,
-    /// `GET /v1.0/leads/{id}` answers 404 `LEAD_NOT_EXIST` for this long after a create.
+    /// For this long after a create the lead is not persisted yet (crm-apis §2.2): `GET
+    /// /v1.0/leads/{id}` answers 404 `LEAD_NOT_EXIST`, and lists, phone and email searches
+    /// and the duplicate-email check do not see it. Writes to it work.
     pub visibility_lag_ms: u64,
     /// Requests per 60-second window per API key.
     pub rate_limit_per_minute: u32,
     /// UNCONFIRMED: add `Retry-After` to 429 responses.
     pub retry_after_on_429: bool,
-    /// Default list sort: `createTime`, `updateTime` or `leadId`.
+    /// Default list order: `createTime`, `updateTime` or `leadId`.
     pub default_sort: String,
-    /// Default sort direction (`desc` query parameter overrides).
+    /// Default direction.
     pub default_desc: bool,
+    /// `sort` values `GET /v1.0/leads` honours (case-insensitive; `updateTime`/`UpdateTime`,
+    /// `createTime`/`CreateTime`, `leadId`, `LastActivity` (the internal update time)).
+    /// Any other value, and `desc` with it, is silently ignored (crm-apis §2.6, §4). Default
+    /// `[]`: the documented v1 value (`LastActivity`) cannot be reproduced reliably, so none.
+    pub honoured_sorts: Vec<String>,
+    /// Serve `updateTime` on leads. `false` (crm-apis §2.2, §4): the documented lead has
+    /// `createTime` and `assignTime` only.
+    pub emit_update_time: bool,
+    /// The `phone` filter of `GET /v1.0/leads`: `exact` (the stored string, as REX) or
+    /// `normalized`.
+    pub phone_search: PhoneSearch,
+    /// `teamId` and `userId` of `GET /v1.0/me`: the account behind every API key.
+    pub account_id: u64,
+    pub user_id: u64,
     pub require_json_content_type: JsonContentTypeRule,
     pub duplicate_email_on_create: DuplicateEmailCreate,
     /// Honour `offset` on the list (docs list it; integrators say only `scrollId` works).
@@ -325,10 +385,11 @@ impl Default for LoftyConfig {
         LoftyConfig {
             api_keys: vec!["sandbox-lofty-key".into()],
             default_limit: 10,
-            max_limit: 100,
+            max_limit: 25,
+            cap_silently: true,
             metadata_key: "_metadata".into(),
             wrap_single_lead: false,
-            visibility_lag_ms: 0,
+            visibility_lag_ms: 1500,
             rate_limit_per_minute: 100,
             retry_after_on_429: false,
             default_sort: "createTime".into(),
@@ -336,6 +397,11 @@ impl Default for LoftyConfig {
             require_json_content_type: JsonContentTypeRule::Delete,
             duplicate_email_on_create: DuplicateEmailCreate::ReturnExisting,
             offset_param: false,
+            honoured_sorts: Vec::new(),
+            emit_update_time: false,
+            phone_search: PhoneSearch::Exact,
+            account_id: 2_000_001,
+            user_id: 1_000_001,
         }
     }
 }
@@ -365,6 +431,11 @@ pub struct FaultConfig {
     /// The next this-many API requests are answered 503 (counted down, then the rates apply):
     /// a CRM that fails a known number of times and recovers.
     pub fail_next: u32,
+    /// The next this-many *writes* (REX `Contacts/create|update`; FUB and Lofty POST, PUT,
+    /// DELETE) are processed and then their connection is closed without an answer: the
+    /// write landed, the client saw a connection error. Reads do not count. Checked before
+    /// `fail_next`.
+    pub drop_next_after_processing: u32,
 }
 
 impl Default for FaultConfig {
@@ -379,6 +450,7 @@ impl Default for FaultConfig {
             seed: None,
             after_processing: false,
             fail_next: 0,
+            drop_next_after_processing: 0,
         }
     }
 }

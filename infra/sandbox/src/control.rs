@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::App;
 use crate::config::{FaultConfig, FubConfig, LoftyConfig, Provider, RexConfig, SandboxConfig};
 use crate::datagen::{DEFAULT_SEED_END_MS, FullRec, Point, Text};
-use crate::store::{ListQuery, Rec, SortField, Store};
+use crate::store::{ListQuery, Rec, RecordState, SortField, StateFilter, Store};
 use crate::util::{
     SplitMix64, iso_millis, json, json_bytes, lock, now_ms, parse_time, qget, query_pairs,
 };
@@ -45,8 +45,22 @@ pub(crate) fn routes() -> Router<App> {
             "/_sandbox/{provider}/records/{id}",
             get(record_get).put(record_put),
         )
+        .route(
+            "/_sandbox/{provider}/records/{id}/delete",
+            post(record_delete),
+        )
+        .route(
+            "/_sandbox/{provider}/records/{id}/restore",
+            post(record_restore),
+        )
         .route("/_sandbox/{provider}/touch", post(touch))
         .route("/_sandbox/{provider}/expire-tokens", post(expire_one))
+        .route("/_sandbox/revoke-grants", post(revoke_grants_all))
+        .route(
+            "/_sandbox/{provider}/revoke-grants",
+            post(revoke_grants_one),
+        )
+        .route("/_sandbox/{provider}/revoke-keys", post(revoke_keys))
         .route(
             "/_sandbox/{provider}/rate-limits/reset",
             post(rate_limits_reset),
@@ -128,8 +142,13 @@ async fn index(State(app): State<App>) -> Response {
                 "GET|PUT /_sandbox/{provider}/config",
                 "GET|POST /_sandbox/{provider}/records",
                 "GET|PUT /_sandbox/{provider}/records/{id}",
+                "POST /_sandbox/{provider}/records/{id}/delete",
+                "POST /_sandbox/{provider}/records/{id}/restore",
                 "POST /_sandbox/{provider}/touch",
                 "POST /_sandbox/{provider}/expire-tokens",
+                "POST /_sandbox/revoke-grants[?provider=]",
+                "POST /_sandbox/{provider}/revoke-grants",
+                "POST /_sandbox/{provider}/revoke-keys",
                 "POST /_sandbox/{provider}/rate-limits/reset",
                 "POST /_sandbox/{provider}/tokens",
             ],
@@ -384,9 +403,13 @@ struct Neutral<'a> {
     updated_ms: i64,
     created: String,
     updated: String,
+    /// `active`, `pending` (Lofty, not persisted yet), `archived` (REX), `trashed`.
+    state: &'static str,
+    /// Archived or trashed: out of the CRM's default lists.
+    deleted: bool,
 }
 
-fn neutral<'a>(rec: &Rec, f: &'a FullRec) -> Neutral<'a> {
+fn neutral<'a>(rec: &Rec, f: &'a FullRec, state: RecordState) -> Neutral<'a> {
     Neutral {
         id: rec.id,
         first_name: &f.first,
@@ -402,6 +425,8 @@ fn neutral<'a>(rec: &Rec, f: &'a FullRec) -> Neutral<'a> {
         updated_ms: rec.updated,
         created: iso_millis(rec.created),
         updated: iso_millis(rec.updated),
+        state: state.name(),
+        deleted: state.is_removed(),
     }
 }
 
@@ -437,6 +462,7 @@ impl NeutralPatch {
         }
         if let Some(x) = &self.tags {
             f.tags = x.iter().map(|t| Text::from(t.clone())).collect();
+            f.tags_at = self.updated_ms.unwrap_or_else(now_ms);
         }
         if let Some(x) = &self.stage {
             f.stage = x.clone().into();
@@ -473,13 +499,14 @@ async fn records_list(
     let res = app.with_store(p, |s: &mut Store| {
         let mut lq = ListQuery::new(sort, false, limit);
         lq.offset = offset;
+        lq.filter = StateFilter::Any;
         let page = s.list(&lq);
         let fulls: Vec<_> = page
             .items
             .iter()
-            .map(|pos| (s.rec(*pos), s.rec(*pos).full()))
+            .map(|pos| (s.rec(*pos), s.rec(*pos).full(), s.state_of(*pos)))
             .collect();
-        let records: Vec<Neutral> = fulls.iter().map(|(r, f)| neutral(r, f)).collect();
+        let records: Vec<Neutral> = fulls.iter().map(|(r, f, st)| neutral(r, f, *st)).collect();
         serde_json::to_vec(&json!({
             "provider": p.name(),
             "total": page.total,
@@ -507,7 +534,7 @@ async fn record_get(State(app): State<App>, Path((p, id)): Path<(String, String)
         Some(pos) => {
             let rec = s.rec(pos);
             let f = rec.full();
-            json(StatusCode::OK, &neutral(rec, &f))
+            json(StatusCode::OK, &neutral(rec, &f, s.state_of(pos)))
         }
         None => not_found(format!("no {p} record {id}")),
     })
@@ -546,7 +573,7 @@ async fn record_put(
         s.modify(pos, t, |f| patch.apply(f));
         let rec = s.rec(pos);
         let f = rec.full();
-        json(StatusCode::OK, &neutral(rec, &f))
+        json(StatusCode::OK, &neutral(rec, &f, s.state_of(pos)))
     })
 }
 
@@ -574,8 +601,134 @@ async fn record_create(State(app): State<App>, Path(p): Path<String>, body: Byte
         }
         let rec = s.rec(pos);
         let f = rec.full();
-        json(StatusCode::CREATED, &neutral(rec, &f))
+        json(StatusCode::CREATED, &neutral(rec, &f, s.state_of(pos)))
     })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StateBody {
+    /// `trashed` (default) or `archived` (REX only).
+    state: Option<RecordState>,
+    /// Change the update time (default: the CRM's switch).
+    bump: Option<bool>,
+}
+
+fn state_body(body: &[u8]) -> Result<StateBody, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(StateBody::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| bad(format!("expected {{\"state\"?, \"bump\"?}}: {e}")))
+}
+
+fn change_state(app: &App, p: &str, id: &str, state: RecordState, bump: Option<bool>) -> Response {
+    let p = match provider(p) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(id) = parse_id(id) else {
+        return not_found(format!("no {p} record {id}"));
+    };
+    if app.with_store(p, |s| s.pos_of(id)).is_none() {
+        return not_found(format!("no {p} record {id}"));
+    }
+    match app.set_record_state(p, id, state, bump) {
+        Ok(old) => app.with_store(p, |s| match s.pos_of(id) {
+            Some(pos) => {
+                let rec = s.rec(pos);
+                let f = rec.full();
+                let mut v =
+                    serde_json::to_value(neutral(rec, &f, s.state_of(pos))).unwrap_or(Value::Null);
+                v["previous_state"] = json!(old.name());
+                json(StatusCode::OK, &v)
+            }
+            None => not_found(format!("no {p} record {id}")),
+        }),
+        Err(e) => bad(e),
+    }
+}
+
+/// Deletes a record the way the CRM does: trash (every CRM; FUB's `Trash` stage, Lofty's
+/// DELETE) or, for REX, `{"state":"archived"}`.
+async fn record_delete(
+    State(app): State<App>,
+    Path((p, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let b = match state_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let state = b.state.unwrap_or(RecordState::Trashed);
+    if !state.is_removed() {
+        return bad("state must be trashed or archived (use /restore to restore)");
+    }
+    change_state(&app, &p, &id, state, b.bump)
+}
+
+/// Back to `active` (REX recover, FUB out of the Trash stage, Lofty out of the trash).
+async fn record_restore(
+    State(app): State<App>,
+    Path((p, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let b = match state_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if b.state.is_some() {
+        return bad("restore takes no state");
+    }
+    change_state(&app, &p, &id, RecordState::Active, b.bump)
+}
+
+async fn revoke_grants_all(State(app): State<App>, RawQuery(q): RawQuery) -> Response {
+    let q = query_pairs(q.as_deref());
+    let p = match qget(&q, "provider") {
+        Some(s) => match provider(s) {
+            Ok(p) => Some(p),
+            Err(r) => return r,
+        },
+        None => None,
+    };
+    json(StatusCode::OK, &json!({"revoked": app.revoke_grants(p)}))
+}
+
+async fn revoke_grants_one(State(app): State<App>, Path(p): Path<String>) -> Response {
+    match provider(&p) {
+        Ok(p) => json(
+            StatusCode::OK,
+            &json!({"revoked": app.revoke_grants(Some(p))}),
+        ),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RevokeKeysBody {
+    keys: Option<Vec<String>>,
+}
+
+async fn revoke_keys(State(app): State<App>, Path(p): Path<String>, body: Bytes) -> Response {
+    let p = match provider(&p) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let b: RevokeKeysBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RevokeKeysBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(x) => x,
+            Err(e) => return bad(format!("expected {{\"keys\"?: [..]}}: {e}")),
+        }
+    };
+    if p == Provider::Rex {
+        return bad("REX has no API keys: use revoke-grants (it also ends login sessions)");
+    }
+    let n = app.revoke_api_keys(p, b.keys.as_deref());
+    json(StatusCode::OK, &json!({"revoked": n}))
 }
 
 #[derive(Deserialize, Default)]

@@ -527,8 +527,9 @@ pub(crate) struct FullRec {
     pub background: Option<String>,
     /// REX `type` (`person` / `company`).
     pub kind: Text,
-    /// Lofty: GET by id answers 404 before this time (ms).
-    pub visible_at: i64,
+    /// Lofty: when the tag list was last set (ms; 0 = when the record was created). Tags
+    /// carry their own `createTime`/`updateTime` (crm-apis §2.2); the lead has none.
+    pub tags_at: i64,
 }
 
 /// `first last` (either may be empty), serialized without an intermediate `String`.
@@ -837,7 +838,7 @@ impl GenRec {
             ),
             background: None,
             kind: Cow::Borrowed("person"),
-            visible_at: 0,
+            tags_at: 0,
         }
     }
 }

@@ -29,6 +29,8 @@ impl Fault {
 pub(crate) struct FaultState {
     pub cfg: FaultConfig,
     rng: SplitMix64,
+    /// The fault just drawn happens after processing whatever `after_processing` says.
+    forced_after: bool,
 }
 
 impl FaultState {
@@ -37,7 +39,11 @@ impl FaultState {
             Some(s) => SplitMix64::new(s),
             None => SplitMix64::from_entropy(),
         };
-        FaultState { cfg, rng }
+        FaultState {
+            cfg,
+            rng,
+            forced_after: false,
+        }
     }
 
     pub(crate) fn active(&self) -> bool {
@@ -48,12 +54,30 @@ impl FaultState {
             || c.truncate_rate > 0.0
             || c.latency_ms > 0
             || c.fail_next > 0
+            || c.drop_next_after_processing > 0
     }
 
-    /// The fault for the next request and the latency to add.
-    pub(crate) fn draw(&mut self) -> (Fault, u64) {
+    /// The fault for the next request, the latency to add, and whether the fault strikes
+    /// after the request was processed. `is_write`: the request changes CRM data.
+    pub(crate) fn draw(&mut self, is_write: bool) -> (Fault, u64, bool) {
+        let (fault, latency) = self.draw_fault(is_write);
+        let after = match fault {
+            _ if self.forced_after => true,
+            Fault::Drop | Fault::Error(_) => self.cfg.after_processing,
+            _ => false,
+        };
+        self.forced_after = false;
+        (fault, latency, after)
+    }
+
+    fn draw_fault(&mut self, is_write: bool) -> (Fault, u64) {
         if !self.active() {
             return (Fault::None, 0);
+        }
+        if is_write && self.cfg.drop_next_after_processing > 0 {
+            self.cfg.drop_next_after_processing -= 1;
+            self.forced_after = true;
+            return (Fault::Drop, self.cfg.latency_ms);
         }
         if self.cfg.fail_next > 0 {
             self.cfg.fail_next -= 1;

@@ -16,7 +16,7 @@ use crate::datagen::{FullName, FullRec, Point, Text};
 use crate::limits::{SlidingWindow, Verdict};
 use crate::oauth::{self, Flavor, OAuthState, TokenCheck, TokenEvent};
 use crate::reqlog::{add, bump};
-use crate::store::{Cursor, IdScheme, ListQuery, Rec, SortField, Store};
+use crate::store::{Cursor, IdScheme, ListQuery, Rec, RecordState, SortField, StateFilter, Store};
 use crate::util::{
     IsoSecs, b64_decode_lenient, b64url, header_str, json, json_bytes, lock, now_ms, parse_time,
     qget, query_pairs, secret_eq, set_header, to_json_sized, val_string, val_u64,
@@ -258,8 +258,12 @@ fn call(
         Ok(rl) => rl,
         Err(r) => return r,
     };
-    let r = f(app, &mut st);
-    with_rl(r, &rl)
+    let mut r = with_rl(f(app, &mut st), &rl);
+    // "Response headers FUB-Account-ID, FUB-User-ID on every response" (crm-apis §1.1,
+    // [3P]): on every authenticated one here.
+    set_header(&mut r, "fub-account-id", st.cfg.account_id);
+    set_header(&mut r, "fub-user-id", st.cfg.user_id);
+    r
 }
 
 /// Fault responses in FUB's shape (used by the dispatcher).
@@ -349,7 +353,14 @@ impl Serialize for Points<'_> {
     }
 }
 
-fn person_out<'a>(cfg: &FubConfig, rec: &Rec, full: &'a FullRec) -> PersonOut<'a> {
+/// A trashed person shows the `Trash` stage (crm-apis §1.3: "Trash stage"); the stage it
+/// had is kept for a restore.
+fn person_out<'a>(
+    cfg: &FubConfig,
+    rec: &Rec,
+    full: &'a FullRec,
+    state: RecordState,
+) -> PersonOut<'a> {
     PersonOut {
         id: rec.id,
         created: IsoSecs(rec.created),
@@ -359,7 +370,11 @@ fn person_out<'a>(cfg: &FubConfig, rec: &Rec, full: &'a FullRec) -> PersonOut<'a
         name: full.full_name(),
         first_name: &full.first,
         last_name: &full.last,
-        stage: &full.stage,
+        stage: if state == RecordState::Trashed {
+            TRASH
+        } else {
+            &full.stage
+        },
         source: &full.source,
         emails: Points(&full.emails, cfg.is_primary_format),
         phones: Points(&full.phones, cfg.is_primary_format),
@@ -369,10 +384,12 @@ fn person_out<'a>(cfg: &FubConfig, rec: &Rec, full: &'a FullRec) -> PersonOut<'a
     }
 }
 
+const TRASH: &str = "Trash";
+
 fn person_response(status: StatusCode, cfg: &FubConfig, store: &Store, pos: u32) -> Response {
     let rec = store.rec(pos);
     let full = rec.full();
-    json(status, &person_out(cfg, rec, &full))
+    json(status, &person_out(cfg, rec, &full, store.state_of(pos)))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -394,6 +411,8 @@ struct NextToken {
     email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     updated_after: Option<i64>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    include_trash: bool,
 }
 
 fn parse_sort(s: &str) -> Option<(SortField, bool)> {
@@ -530,12 +549,13 @@ fn list_people(app: &App, st: &mut FubState, host: &str, raw: Option<&str>) -> R
             "Invalid sort. Supported: id, created, updated (prefix - for descending).",
         );
     };
-    let (ids, phone, email, updated_after) = match &token {
+    let (ids, phone, email, updated_after, include_trash) = match &token {
         Some(t) => (
             t.id.clone(),
             t.phone.clone(),
             t.email.clone(),
             t.updated_after,
+            t.include_trash,
         ),
         None => {
             let ua = if st.cfg.updated_after_filter {
@@ -556,6 +576,9 @@ fn list_people(app: &App, st: &mut FubState, host: &str, raw: Option<&str>) -> R
                 qget(&q, "phone").map(str::to_string),
                 qget(&q, "email").map(str::to_string),
                 ua,
+                // "Trash stage excluded unless includeTrash=true" (crm-apis §1.3).
+                qget(&q, "includeTrash")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
             )
         }
     };
@@ -566,13 +589,20 @@ fn list_people(app: &App, st: &mut FubState, host: &str, raw: Option<&str>) -> R
     let mut lq = ListQuery::new(sort, desc, limit as usize);
     lq.candidates = cands;
     lq.offset = offset as usize;
+    if include_trash {
+        lq.filter = StateFilter::Any;
+    }
     lq.updated_min = updated_after.map(|t| (t, false));
     lq.after = token.as_ref().map(|t| Cursor {
         time: t.since_time.unwrap_or(0),
         id: t.since_id,
     });
     let page = st.store.list(&lq);
-    let next = match (page.more, page.items.last()) {
+    // `next` is returned "when keyset pagination is possible" (pagination reference); the
+    // harsher reading: for id-ordered lists only. Other sorts page by `offset` (refused
+    // beyond `deep_pagination_max_offset`) and get `next: null`, `nextLink: null`.
+    let keyset = sort == SortField::Id || st.cfg.keyset_for_all_sorts;
+    let next = match (page.more && keyset, page.items.last()) {
         (true, Some(&last)) => {
             let c = st.store.cursor_of(last, sort);
             let t = token.get_or_insert_with(NextToken::default);
@@ -583,6 +613,7 @@ fn list_people(app: &App, st: &mut FubState, host: &str, raw: Option<&str>) -> R
             t.phone = phone.clone();
             t.email = email.clone();
             t.updated_after = updated_after;
+            t.include_trash = include_trash;
             serde_json::to_vec(&t).ok().map(|b| b64url(&b))
         }
         _ => None,
@@ -597,7 +628,8 @@ fn list_people(app: &App, st: &mut FubState, host: &str, raw: Option<&str>) -> R
         .collect();
     let people: Vec<PersonOut> = fulls
         .iter()
-        .map(|(rec, full)| person_out(&st.cfg, rec, full))
+        .zip(&page.items)
+        .map(|((rec, full), pos)| person_out(&st.cfg, rec, full, st.store.state_of(*pos)))
         .collect();
     add(
         &app.stats(Provider::Fub).contacts_served,
@@ -837,7 +869,7 @@ fn new_full(p: &PersonPatch, default_source: &str) -> FullRec {
             .into(),
         background: p.background.clone().flatten(),
         kind: "person".into(),
-        visible_at: 0,
+        tags_at: 0,
     }
 }
 
@@ -903,7 +935,27 @@ async fn people_update(
             Ok(p) => p,
             Err(m) => return err(StatusCode::BAD_REQUEST, &m),
         };
-        st.store.modify(pos, now_ms(), |f| {
+        // Trash is a stage (crm-apis §1.3): `{"stage":"Trash"}` trashes the person, another
+        // stage restores a trashed one. Whether that changes `updated` is not documented:
+        // only with `trash_bumps_updated`, unless the PUT changes something else too.
+        let to_trash = p
+            .stage
+            .as_deref()
+            .is_some_and(|s| s.trim().eq_ignore_ascii_case(TRASH));
+        let was_trashed = st.store.state_of(pos) == RecordState::Trashed;
+        let moves = (to_trash && !was_trashed) || (was_trashed && p.stage.is_some() && !to_trash);
+        let other = p.first.is_some()
+            || p.last.is_some()
+            || p.emails.is_some()
+            || p.phones.is_some()
+            || p.tags.is_some()
+            || p.background.is_some();
+        let t = if moves && !other && !st.cfg.trash_bumps_updated {
+            st.store.rec(pos).updated
+        } else {
+            now_ms()
+        };
+        st.store.modify(pos, t, |f| {
             if let Some(x) = &p.first {
                 f.first = x.clone().into();
             }
@@ -927,7 +979,7 @@ async fn people_update(
                     f.tags = tags.iter().map(|t| Text::from(t.clone())).collect();
                 }
             }
-            if let Some(x) = &p.stage {
+            if let Some(x) = p.stage.as_ref().filter(|_| !to_trash) {
                 f.stage = x.clone().into();
             }
             if let Some(x) = &p.background {
@@ -935,6 +987,11 @@ async fn people_update(
             }
             // `source` is only settable at creation: ignored here.
         });
+        if to_trash {
+            st.store.set_state(pos, RecordState::Trashed);
+        } else if p.stage.is_some() {
+            st.store.set_state(pos, RecordState::Active);
+        }
         bump(&app.stats(Provider::Fub).contacts_updated);
         person_response(StatusCode::OK, &st.cfg, &st.store, pos)
     })
@@ -1052,11 +1109,11 @@ async fn events(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
 // Identity
 
 async fn me(State(app): State<App>, headers: HeaderMap) -> Response {
-    call(&app, &headers, Ctx::Global, |_, _| {
+    call(&app, &headers, Ctx::Global, |_, st| {
         json(
             StatusCode::OK,
             &json!({
-                "id": 1,
+                "id": st.cfg.user_id,
                 "name": "Sandbox Owner",
                 "firstName": "Sandbox",
                 "lastName": "Owner",
@@ -1069,12 +1126,13 @@ async fn me(State(app): State<App>, headers: HeaderMap) -> Response {
 }
 
 async fn identity(State(app): State<App>, headers: HeaderMap) -> Response {
-    call(&app, &headers, Ctx::Global, |_, _| {
+    call(&app, &headers, Ctx::Global, |_, st| {
+        let (account, user) = (st.cfg.account_id, st.cfg.user_id);
         json(
             StatusCode::OK,
             &json!({
-                "account": {"id": 1, "name": "Sandbox Realty", "domain": "sandbox", "owner": {"id": 1, "name": "Sandbox Owner"}},
-                "user": {"id": 1, "name": "Sandbox Owner", "email": "owner@example.com", "role": "Owner"},
+                "account": {"id": account, "name": "Sandbox Realty", "domain": "sandbox", "owner": {"id": user, "name": "Sandbox Owner"}},
+                "user": {"id": user, "name": "Sandbox Owner", "email": "owner@example.com", "role": "Owner"},
             }),
         )
     })

@@ -51,9 +51,10 @@ use tower::ServiceExt as _;
 
 pub use config::{
     DuplicateEmailCreate, EventPhoneMatch, FaultConfig, FubConfig, JsonContentTypeRule,
-    LoftyConfig, OAuthClient, PrimaryFlag, Provider, RexConfig, SandboxConfig,
+    LoftyConfig, OAuthClient, PhoneSearch, PrimaryFlag, Provider, RexConfig, SandboxConfig,
 };
 pub use datagen::DEFAULT_SEED_END_MS;
+pub use store::RecordState;
 
 use crate::faults::{Fault, FaultState};
 use crate::reqlog::{ProviderStats, RequestLog, bump, loggable_body, loggable_headers};
@@ -232,6 +233,83 @@ impl Shared {
         n
     }
 
+    /// Moves the record `id` of `p` to `state` the way that CRM does it: REX archives or
+    /// trashes (`search_state`), FUB moves the person to the `Trash` stage, Lofty's DELETE
+    /// moves the lead to the trash; `Active` restores. `bump` (default: the CRM's switch,
+    /// `rex.archive_bumps_modtime` / `fub.trash_bumps_updated`; Lofty serves no update
+    /// time) says whether the record's update time changes. Returns the previous state.
+    pub(crate) fn set_record_state(
+        &self,
+        p: Provider,
+        id: u64,
+        state: RecordState,
+        bump: Option<bool>,
+    ) -> Result<RecordState, String> {
+        let allowed = match p {
+            Provider::Rex => state != RecordState::Pending,
+            Provider::Fub | Provider::Lofty => {
+                matches!(state, RecordState::Active | RecordState::Trashed)
+            }
+        };
+        if !allowed {
+            return Err(format!("{p} has no {} state", state.name()));
+        }
+        let apply = |s: &mut Store, default_bump: bool| {
+            let pos = s.pos_of(id).ok_or_else(|| format!("no {p} record {id}"))?;
+            let old = s.state_of(pos);
+            if old != state && bump.unwrap_or(default_bump) {
+                let t = util::now_ms().max(s.rec(pos).updated + s.res_ms);
+                s.set_updated(pos, t);
+            }
+            s.set_state(pos, state);
+            Ok(old)
+        };
+        match p {
+            Provider::Rex => {
+                let mut st = lock(&self.rex);
+                let b = st.cfg.archive_bumps_modtime;
+                apply(&mut st.store, b)
+            }
+            Provider::Fub => {
+                let mut st = lock(&self.fub);
+                let b = st.cfg.trash_bumps_updated;
+                apply(&mut st.store, b)
+            }
+            Provider::Lofty => apply(&mut lock(&self.lofty).store, false),
+        }
+    }
+
+    /// Revokes every OAuth grant (access and refresh tokens, REX login sessions) of `p` (or
+    /// all). Lofty's sandbox has no OAuth. Returns how many tokens there were.
+    pub(crate) fn revoke_grants(&self, p: Option<Provider>) -> usize {
+        let mut n = 0;
+        if p.is_none_or(|p| p == Provider::Rex) {
+            n += lock(&self.rex).oauth.revoke_all();
+        }
+        if p.is_none_or(|p| p == Provider::Fub) {
+            n += lock(&self.fub).oauth.revoke_all();
+        }
+        n
+    }
+
+    /// Revokes API keys of FUB or Lofty (these, or all): they then answer 401. REX has none.
+    /// Returns how many were revoked.
+    pub(crate) fn revoke_api_keys(&self, p: Provider, keys: Option<&[String]>) -> usize {
+        let revoke = |list: &mut Vec<String>| {
+            let before = list.len();
+            match keys {
+                Some(k) => list.retain(|x| !k.contains(x)),
+                None => list.clear(),
+            }
+            before - list.len()
+        };
+        match p {
+            Provider::Rex => 0,
+            Provider::Fub => revoke(&mut lock(&self.fub).cfg.api_keys),
+            Provider::Lofty => revoke(&mut lock(&self.lofty).cfg.api_keys),
+        }
+    }
+
     /// Clears the rate-limit windows of `p` (or all).
     pub(crate) fn reset_rate_limits(&self, p: Option<Provider>) {
         if p.is_none_or(|p| p == Provider::Fub) {
@@ -347,15 +425,52 @@ impl SandboxHandle {
         self.app.seed(provider, seed, count, append, end_ms)
     }
 
-    /// Number of contacts held for `provider`.
+    /// Number of contacts of `provider` that are neither archived nor trashed (Lofty leads
+    /// still being persisted count).
     pub fn record_count(&self, provider: Provider) -> usize {
-        self.app.with_store(provider, |s| s.len())
+        self.app.with_store(provider, |s| s.live_len())
     }
 
-    /// Ids of every contact of `provider`, ascending.
+    /// Ids of the contacts of `provider` that are neither archived nor trashed, ascending.
     pub fn record_ids(&self, provider: Provider) -> Vec<u64> {
+        self.app.with_store(provider, |s| {
+            s.recs()
+                .iter()
+                .enumerate()
+                .filter(|(pos, _)| !s.state_of(*pos as u32).is_removed())
+                .map(|(_, r)| r.id)
+                .collect()
+        })
+    }
+
+    /// The state of a contact (`None`: no such id).
+    pub fn record_state(&self, provider: Provider, id: u64) -> Option<RecordState> {
         self.app
-            .with_store(provider, |s| s.recs().iter().map(|r| r.id).collect())
+            .with_store(provider, |s| s.pos_of(id).map(|p| s.state_of(p)))
+    }
+
+    /// Archives, trashes or restores a contact as `POST /_sandbox/{p}/records/{id}/delete`
+    /// and `/restore` do (the update time follows the CRM's switch).
+    pub fn set_record_state(
+        &self,
+        provider: Provider,
+        id: u64,
+        state: RecordState,
+    ) -> Result<(), String> {
+        self.app
+            .set_record_state(provider, id, state, None)
+            .map(drop)
+    }
+
+    /// Revokes every OAuth grant of `provider` (or all): access and refresh tokens and REX
+    /// login sessions. Returns how many tokens there were.
+    pub fn revoke_grants(&self, provider: Option<Provider>) -> usize {
+        self.app.revoke_grants(provider)
+    }
+
+    /// Revokes every API key of `provider` (FUB, Lofty): they then answer 401.
+    pub fn revoke_api_keys(&self, provider: Provider) -> usize {
+        self.app.revoke_api_keys(provider, None)
     }
 
     /// Bumps the update time of these contacts (as `POST /_sandbox/{p}/touch`); returns
@@ -523,6 +638,31 @@ pub(crate) fn provider_of_path(path: &str) -> Option<Provider> {
     }
 }
 
+/// A request that changes CRM data (counted by `drop_next_after_processing`): REX
+/// `Contacts/create|update`, and every POST/PUT/DELETE/PATCH of the FUB and Lofty APIs.
+/// Token endpoints and REX logins are not writes.
+fn is_write(p: Provider, method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    let writes = *method == Method::POST
+        || *method == Method::PUT
+        || *method == Method::DELETE
+        || *method == Method::PATCH;
+    match p {
+        Provider::Rex => {
+            let norm: String = path
+                .chars()
+                .filter(|c| *c != '-' && *c != '_')
+                .flat_map(char::to_lowercase)
+                .collect();
+            writes
+                && norm.starts_with("/rex/v1/rex/")
+                && (norm.ends_with("/contacts/create") || norm.ends_with("/contacts/update"))
+        }
+        Provider::Fub => writes && path.starts_with("/fub/v1/"),
+        Provider::Lofty => writes && path.starts_with("/lofty/v1.0/"),
+    }
+}
+
 /// The consent pages are for people, not API clients: no faults there.
 fn is_consent_path(path: &str) -> bool {
     path.ends_with("/oauth/authorize")
@@ -576,13 +716,8 @@ async fn dispatch(
         (Fault::None, 0, false, 0)
     } else {
         let mut f = lock(&app.faults[p.index()]);
-        let (fault, latency) = f.draw();
-        (
-            fault,
-            latency,
-            f.cfg.after_processing,
-            f.cfg.retry_after_secs,
-        )
+        let (fault, latency, after) = f.draw(is_write(p, &parts.method, &path));
+        (fault, latency, after, f.cfg.retry_after_secs)
     };
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;

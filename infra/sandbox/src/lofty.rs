@@ -12,11 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::App;
-use crate::config::{DuplicateEmailCreate, JsonContentTypeRule, LoftyConfig, Provider};
+use crate::config::{
+    DuplicateEmailCreate, JsonContentTypeRule, LoftyConfig, PhoneSearch, Provider,
+};
 use crate::datagen::{FullRec, Point, Text};
 use crate::limits::FixedWindow;
 use crate::reqlog::{add, bump};
-use crate::store::{Cursor, IdScheme, ListQuery, Rec, SortField, Store};
+use crate::store::{Cursor, IdScheme, ListQuery, Rec, RecordState, SortField, Store};
 use crate::util::{
     b64_decode_lenient, b64url, fnv1a, header_str, json, json_bytes, lock, now_ms, qget,
     query_pairs, secret_eq, set_header, val_string,
@@ -190,6 +192,9 @@ struct TagOut<'a> {
     update_time: i64,
 }
 
+/// The documented lead (list-leads reference, crm-apis §2.2) has `createTime` and
+/// `assignTime` and no lead-level update time: `updateTime` appears only inside `tags[]`
+/// (and `leadInquiry`). It is served only with the `emit_update_time` switch (§4).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct LeadOut<'a> {
@@ -202,7 +207,10 @@ struct LeadOut<'a> {
     stage: &'a str,
     tags: Tags<'a>,
     create_time: i64,
-    update_time: i64,
+    /// The sandbox routes every lead at creation.
+    assign_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    update_time: Option<i64>,
     assigned_user_id: Option<u64>,
 }
 
@@ -219,11 +227,12 @@ impl Serialize for Values<'_> {
     }
 }
 
-/// `[{leadId, tagId, tagName, createTime, updateTime}]` without a temporary Vec.
+/// `[{leadId, tagId, tagName, createTime, updateTime}]` without a temporary Vec. The tag
+/// times are those of the tag list (set at creation or by a `PUT` with `tags`), never
+/// the lead's own update time.
 struct Tags<'a> {
     lead_id: u64,
-    created: i64,
-    updated: i64,
+    at: i64,
     tags: &'a [Text],
 }
 
@@ -233,13 +242,13 @@ impl Serialize for Tags<'_> {
             lead_id: self.lead_id,
             tag_id: tag_id(t),
             tag_name: t,
-            create_time: self.created,
-            update_time: self.updated,
+            create_time: self.at,
+            update_time: self.at,
         }))
     }
 }
 
-fn lead_out<'a>(rec: &Rec, full: &'a FullRec) -> LeadOut<'a> {
+fn lead_out<'a>(cfg: &LoftyConfig, rec: &Rec, full: &'a FullRec) -> LeadOut<'a> {
     LeadOut {
         lead_id: rec.id,
         first_name: &full.first,
@@ -250,12 +259,16 @@ fn lead_out<'a>(rec: &Rec, full: &'a FullRec) -> LeadOut<'a> {
         stage: &full.stage,
         tags: Tags {
             lead_id: rec.id,
-            created: rec.created,
-            updated: rec.updated,
+            at: if full.tags_at > 0 {
+                full.tags_at
+            } else {
+                rec.created
+            },
             tags: &full.tags,
         },
         create_time: rec.created,
-        update_time: rec.updated,
+        assign_time: rec.created,
+        update_time: cfg.emit_update_time.then_some(rec.updated),
         assigned_user_id: None,
     }
 }
@@ -275,9 +288,11 @@ struct ScrollToken {
     p: Option<String>,
 }
 
+/// The orders the sandbox can produce. `LastActivity` (lead-management guide) is served by
+/// the internal update time.
 fn parse_sort(s: &str) -> Option<SortField> {
     match s.to_ascii_lowercase().as_str() {
-        "updatetime" => Some(SortField::Updated),
+        "updatetime" | "lastactivity" => Some(SortField::Updated),
         "createtime" => Some(SortField::Created),
         "leadid" | "id" => Some(SortField::Id),
         _ => None,
@@ -301,10 +316,16 @@ async fn leads_list(State(app): State<App>, headers: HeaderMap, RawQuery(q): Raw
 fn list(app: &App, st: &mut LoftyState, raw: Option<&str>) -> Response {
     let q = query_pairs(raw);
     let max = st.cfg.max_limit.max(1) as i64;
-    let limit = match qget(&q, "limit").filter(|s| !s.is_empty()) {
-        None => st.cfg.default_limit.max(1) as i64,
+    // `asked` is echoed in the metadata; `limit` is what is served. One integrator reports
+    // pages hard-capped at 25 (crm-apis §2.6): by default a larger `limit` is cut silently.
+    let (limit, asked) = match qget(&q, "limit").filter(|s| !s.is_empty()) {
+        None => {
+            let d = st.cfg.default_limit.max(1) as i64;
+            (d.min(max), d)
+        }
         Some(l) => match l.trim().parse::<i64>() {
-            Ok(n) if (1..=max).contains(&n) => n,
+            Ok(n) if (1..=max).contains(&n) => (n, n),
+            Ok(n) if n > max && st.cfg.cap_silently => (max, n),
             _ => {
                 return err(
                     StatusCode::BAD_REQUEST,
@@ -313,7 +334,8 @@ fn list(app: &App, st: &mut LoftyState, raw: Option<&str>) -> Response {
                 );
             }
         },
-    } as usize;
+    };
+    let limit = limit as usize;
     let token = match qget(&q, "scrollId").filter(|s| !s.is_empty()) {
         Some(s) => match b64_decode_lenient(s)
             .and_then(|b| serde_json::from_slice::<ScrollToken>(&b).ok())
@@ -337,14 +359,28 @@ fn list(app: &App, st: &mut LoftyState, raw: Option<&str>) -> Response {
             t.p.clone(),
         ),
         None => {
+            // crm-apis §2.6 and §4: unknown sort (and paging) fields are silently ignored, and
+            // `sort=updateTime` is not a documented value. Only the `honoured_sorts` are
+            // applied; otherwise the default order stands and `desc` changes nothing.
             let default_sort = parse_sort(&st.cfg.default_sort).unwrap_or(SortField::Created);
-            let sort = qget(&q, "sort")
-                .and_then(parse_sort)
-                .unwrap_or(default_sort);
-            let desc = match qget(&q, "desc").map(|s| s.to_ascii_lowercase()) {
-                Some(s) if s == "true" || s == "1" => true,
-                Some(s) if s == "false" || s == "0" => false,
-                _ => st.cfg.default_desc,
+            let honoured = qget(&q, "sort").map(str::trim).and_then(|s| {
+                st.cfg
+                    .honoured_sorts
+                    .iter()
+                    .any(|h| h.trim().eq_ignore_ascii_case(s))
+                    .then(|| parse_sort(s))
+                    .flatten()
+            });
+            let (sort, desc) = match honoured {
+                Some(sort) => (
+                    sort,
+                    match qget(&q, "desc").map(|s| s.to_ascii_lowercase()) {
+                        Some(s) if s == "true" || s == "1" => true,
+                        Some(s) if s == "false" || s == "0" => false,
+                        _ => st.cfg.default_desc,
+                    },
+                ),
+                None => (default_sort, st.cfg.default_desc),
             };
             (
                 sort,
@@ -363,7 +399,11 @@ fn list(app: &App, st: &mut LoftyState, raw: Option<&str>) -> Response {
         cands = Some(st.store.find_email(e));
     }
     if let Some(p) = &phone {
-        let v = st.store.find_phone(p);
+        // As REX (crm-apis §4), by default the stored string is compared.
+        let v = match st.cfg.phone_search {
+            PhoneSearch::Exact => st.store.find_phone_exact(p),
+            PhoneSearch::Normalized => st.store.find_phone(p),
+        };
         cands = Some(match cands {
             None => v,
             Some(prev) => prev.into_iter().filter(|x| v.contains(x)).collect(),
@@ -398,14 +438,14 @@ fn list(app: &App, st: &mut LoftyState, raw: Option<&str>) -> Response {
         .iter()
         .map(|p| (st.store.rec(*p), st.store.rec(*p).full()))
         .collect();
-    let leads: Vec<LeadOut> = fulls.iter().map(|(r, f)| lead_out(r, f)).collect();
+    let leads: Vec<LeadOut> = fulls.iter().map(|(r, f)| lead_out(&st.cfg, r, f)).collect();
     add(
         &app.stats(Provider::Lofty).contacts_served,
         leads.len() as u64,
     );
     let meta = json!({
         "collection": "leads",
-        "limit": limit,
+        "limit": asked,
         "offset": page.rank,
         "total": page.total,
         "scrollId": scroll_id,
@@ -438,9 +478,14 @@ fn list(app: &App, st: &mut LoftyState, raw: Option<&str>) -> Response {
 // ---------------------------------------------------------------------------------------
 // Single lead
 
-fn lookup(st: &LoftyState, id: &str) -> Option<u32> {
+/// The lead, unless it is in the trash (a deleted lead answers 404, crm-apis §2.2).
+/// Pending leads are found: writes to them work ("follow-up writes unaffected").
+fn lookup(st: &mut LoftyState, id: &str) -> Option<u32> {
     let id = id.trim().parse::<u64>().ok()?;
-    st.store.pos_of(id)
+    st.store.promote_pending(now_ms());
+    st.store
+        .pos_of(id)
+        .filter(|p| !st.store.state_of(*p).is_removed())
 }
 
 fn not_found() -> Response {
@@ -456,12 +501,13 @@ async fn lead_get(State(app): State<App>, headers: HeaderMap, Path(id): Path<Str
         let Some(pos) = lookup(st, &id) else {
             return not_found();
         };
-        let rec = st.store.rec(pos);
-        let full = rec.full();
-        if full.visible_at > now_ms() {
+        // Persistence is asynchronous: GET may 404 right after the create (§2.2).
+        if st.store.state_of(pos) == RecordState::Pending {
             return not_found();
         }
-        let lead = lead_out(rec, &full);
+        let rec = st.store.rec(pos);
+        let full = rec.full();
+        let lead = lead_out(&st.cfg, rec, &full);
         if st.cfg.wrap_single_lead {
             json(StatusCode::OK, &json!({ "lead": lead }))
         } else {
@@ -564,8 +610,15 @@ async fn lead_create(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
             );
         }
         if st.cfg.duplicate_email_on_create != DuplicateEmailCreate::Create {
+            // Leads still being persisted (and trashed ones) are not seen: a create retried
+            // during `visibility_lag_ms` makes a duplicate (crm-apis §4).
+            st.store.promote_pending(now_ms());
             for e in p.emails.iter().flatten() {
-                if let Some(&pos) = st.store.find_email(e).first() {
+                let found = st.store.find_email(e);
+                let active = found
+                    .iter()
+                    .find(|p| st.store.state_of(**p) == RecordState::Active);
+                if let Some(&pos) = active {
                     return match st.cfg.duplicate_email_on_create {
                         DuplicateEmailCreate::Error => bad(
                             "LEAD_ALREADY_EXIST",
@@ -602,9 +655,13 @@ async fn lead_create(State(app): State<App>, headers: HeaderMap, body: Bytes) ->
             source: p.source.map(Text::from).unwrap_or("Open API".into()),
             background: None,
             kind: "person".into(),
-            visible_at: now + st.cfg.visibility_lag_ms as i64,
+            tags_at: 0,
         };
         let pos = st.store.create(full, None, now);
+        if st.cfg.visibility_lag_ms > 0 {
+            st.store
+                .mark_pending(pos, now + st.cfg.visibility_lag_ms as i64);
+        }
         bump(&app.stats(Provider::Lofty).contacts_created);
         json(StatusCode::OK, &json!({ "leadId": st.store.rec(pos).id }))
     })
@@ -624,7 +681,8 @@ async fn lead_update(
             Ok(p) => p,
             Err(r) => return r,
         };
-        st.store.modify(pos, now_ms(), |f| {
+        let now = now_ms();
+        st.store.modify(pos, now, |f| {
             if let Some(x) = p.first {
                 f.first = x.into();
             }
@@ -639,6 +697,7 @@ async fn lead_update(
             }
             if let Some(x) = p.tags {
                 f.tags = x.into_iter().map(Text::from).collect();
+                f.tags_at = now;
             }
             if let Some(x) = p.source {
                 f.source = x.into();
@@ -650,7 +709,7 @@ async fn lead_update(
         bump(&app.stats(Provider::Lofty).contacts_updated);
         let rec = st.store.rec(pos);
         let full = rec.full();
-        json(StatusCode::OK, &lead_out(rec, &full))
+        json(StatusCode::OK, &lead_out(&st.cfg, rec, &full))
     })
 }
 
@@ -673,19 +732,20 @@ async fn lead_delete(
         if reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
             return bad("MISSING_PARAMETER", "reason is required.");
         }
+        // "moves to trash" (§2.2): gone from lists and GET, restorable by the control API.
         let lead_id = st.store.rec(pos).id;
-        st.store.delete(pos);
+        st.store.set_state(pos, RecordState::Trashed);
         json(StatusCode::OK, &json!({ "leadId": lead_id }))
     })
 }
 
 async fn me(State(app): State<App>, headers: HeaderMap) -> Response {
-    call(&app, &headers, Method::GET, |_, _| {
+    call(&app, &headers, Method::GET, |_, st| {
         json(
             StatusCode::OK,
             &json!({
-                "userId": 1_000_001,
-                "teamId": 2_000_001,
+                "userId": st.cfg.user_id,
+                "teamId": st.cfg.account_id,
                 "firstName": "Sandbox",
                 "lastName": "Agent",
                 "email": "agent@example.com",

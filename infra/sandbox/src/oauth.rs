@@ -116,6 +116,18 @@ impl OAuthState {
         self.access.len()
     }
 
+    /// Revokes every grant: access tokens (REX login sessions included), refresh tokens,
+    /// pending authorizations and codes. A later refresh answers 400 `invalid_grant`.
+    /// Returns how many access and refresh tokens there were.
+    pub(crate) fn revoke_all(&mut self) -> usize {
+        let n = self.access.len() + self.refresh.len();
+        self.access.clear();
+        self.refresh.clear();
+        self.codes.clear();
+        self.pending.clear();
+        n
+    }
+
     fn prune(&mut self) {
         let now = now_ms();
         if self.codes.len() > 1000 {

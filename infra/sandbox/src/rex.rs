@@ -11,11 +11,13 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::App;
-use crate::config::{Provider, RexConfig};
+use crate::config::{PhoneSearch, Provider, RexConfig};
 use crate::datagen::{FullName, FullRec, Point, Text};
 use crate::oauth::{self, AccessToken, Flavor, OAuthState, TokenCheck, TokenEvent};
 use crate::reqlog::{add, bump};
-use crate::store::{IdScheme, ListQuery, Rec, SortField, Store, phone_key};
+use crate::store::{
+    IdScheme, ListQuery, Rec, RecordState, SortField, StateFilter, Store, phone_key,
+};
 use crate::util::{
     AsStr, fnv1a, guid, header_str, json, json_bytes, lock, now_ms, query_pairs, secret_eq,
     set_header, to_json_sized, val_i64, val_str, val_string, val_u64,
@@ -341,6 +343,17 @@ fn login(app: &App, st: &mut RexState, ctx: &Ctx) -> Response {
             "Invalid email or password.",
         );
     }
+    // Multi-account users name the account (crm-apis §3.2); this user has one.
+    if let Some(acc) = ctx.args.get("account_id").filter(|v| !v.is_null())
+        && val_u64(acc) != Some(st.cfg.account_id)
+    {
+        return rex_error(
+            ctx,
+            StatusCode::UNAUTHORIZED,
+            "AuthenticationError",
+            "This user has no access to that account.",
+        );
+    }
     let lifetime = ctx
         .args
         .get("token_lifetime")
@@ -432,6 +445,16 @@ fn search(app: &App, st: &mut RexState, ctx: &Ctx) -> Response {
             _ => return validation(ctx, "offset must be a non-negative integer"),
         },
     };
+    // `search_state`: active (default) | archive | trash (crm-apis §3.4).
+    let filter = match args.get("search_state").filter(|v| !v.is_null()) {
+        None => StateFilter::Listed,
+        Some(v) => match v.as_str().map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+            Some("active") => StateFilter::Listed,
+            Some("archive" | "archived") => StateFilter::Only(RecordState::Archived),
+            Some("trash" | "trashed") => StateFilter::Only(RecordState::Trashed),
+            _ => return validation(ctx, "search_state must be active, archive or trash"),
+        },
+    };
     let empty_arr = Value::Array(Vec::new());
     let criteria = args
         .get("criteria")
@@ -511,9 +534,14 @@ fn search(app: &App, st: &mut RexState, ctx: &Ctx) -> Response {
                 let Some(vals) = values_of(&value, &op) else {
                     return validation(ctx, &format!("operator {op} is not supported for {name}"));
                 };
+                // REX stores phone numbers as typed and compares the stored string (crm-apis
+                // §4): `in` with several written forms is how a client finds them.
                 let mut v = Vec::new();
                 for x in vals.iter().filter_map(val_string) {
-                    v.extend(st.store.find_phone(&x));
+                    v.extend(match st.cfg.phone_search {
+                        PhoneSearch::Exact => st.store.find_phone_exact(&x),
+                        PhoneSearch::Normalized => st.store.find_phone(&x),
+                    });
                 }
                 restrict(v, &mut cands);
             }
@@ -567,6 +595,7 @@ fn search(app: &App, st: &mut RexState, ctx: &Ctx) -> Response {
     lq.updated_min = umin;
     lq.updated_max = umax;
     lq.offset = offset as usize;
+    lq.filter = filter;
     let page = st.store.list(&lq);
     let fulls: Vec<_> = page
         .items
@@ -601,14 +630,24 @@ fn search(app: &App, st: &mut RexState, ctx: &Ctx) -> Response {
     )
 }
 
-fn full_record(rec: &Rec, f: &FullRec) -> Value {
+/// `system_record_state` of a record. The values for archived and trashed records are
+/// UNCONFIRMED (the fixture of §3.5 shows `active`).
+fn record_state_name(state: RecordState) -> &'static str {
+    match state {
+        RecordState::Archived => "archived",
+        RecordState::Trashed => "trashed",
+        RecordState::Active | RecordState::Pending => "active",
+    }
+}
+
+fn full_record(rec: &Rec, f: &FullRec, state: RecordState) -> Value {
     let base = rec.id.saturating_mul(1000);
     let user = json!({"id": "1", "name": "Sandbox Agent"});
     json!({
         "id": rec.id,
         "type": f.kind,
         "etag": format!("{}-{}", rec.id, secs(rec.updated)),
-        "system_record_state": "active",
+        "system_record_state": record_state_name(state),
         "system_ctime": secs(rec.created),
         "system_modtime": secs(rec.updated),
         "system_search_key": f.name(),
@@ -659,9 +698,10 @@ fn read(st: &RexState, ctx: &Ctx) -> Response {
         return validation(ctx, "id is required");
     };
     match st.store.pos_of(id) {
+        // `read` returns archived and trashed records too, with their state.
         Some(pos) => {
             let rec = st.store.rec(pos);
-            ok(full_record(rec, &rec.full()))
+            ok(full_record(rec, &rec.full(), st.store.state_of(pos)))
         }
         None => rex_error(
             ctx,
@@ -753,12 +793,12 @@ fn create(app: &App, st: &mut RexState, ctx: &Ctx) -> Response {
         source: "API".into(),
         background: None,
         kind: kind.into(),
-        visible_at: 0,
+        tags_at: 0,
     };
     let pos = st.store.create(full, None, now_ms());
     bump(&app.stats(Provider::Rex).contacts_created);
     let rec = st.store.rec(pos);
-    ok(full_record(rec, &rec.full()))
+    ok(full_record(rec, &rec.full(), st.store.state_of(pos)))
 }
 
 fn update(app: &App, st: &mut RexState, ctx: &Ctx) -> Response {
@@ -780,6 +820,7 @@ fn update(app: &App, st: &mut RexState, ctx: &Ctx) -> Response {
         Ok(r) => r,
         Err(m) => return validation(ctx, &m),
     };
+    let exact = st.cfg.phone_search == PhoneSearch::Exact;
     st.store.modify(pos, now_ms(), |f| {
         if let Some((first, last)) = rel.names {
             f.first = first.into();
@@ -794,13 +835,18 @@ fn update(app: &App, st: &mut RexState, ctx: &Ctx) -> Response {
                 f.emails.push(e);
             }
         }
+        // A phone is new unless the contact holds the same string (`exact`, REX compares
+        // stored strings, crm-apis §4) or the same number (`normalized`).
         for p in rel.phones {
             let k = phone_key(&p.value);
-            if !f
-                .phones
-                .iter()
-                .any(|x| x.value == p.value || (k.is_some() && phone_key(&x.value) == k))
-            {
+            let same = |x: &Point| {
+                if exact {
+                    x.value.trim().eq_ignore_ascii_case(p.value.trim())
+                } else {
+                    x.value == p.value || (k.is_some() && phone_key(&x.value) == k)
+                }
+            };
+            if !f.phones.iter().any(same) {
                 f.phones.push(p);
             }
         }
@@ -815,5 +861,5 @@ fn update(app: &App, st: &mut RexState, ctx: &Ctx) -> Response {
     });
     bump(&app.stats(Provider::Rex).contacts_updated);
     let rec = st.store.rec(pos);
-    ok(full_record(rec, &rec.full()))
+    ok(full_record(rec, &rec.full(), st.store.state_of(pos)))
 }

@@ -7,12 +7,63 @@
 //! unless a record was created with an explicit past `created` time; only then is a
 //! `(created, id)` index built. Phone and email indexes are hash maps built lazily on the
 //! first filtered query and maintained afterwards.
+//!
+//! Records are never removed (positions are stable): a deleted record changes its
+//! [`RecordState`]. The few records that are not `Active` sit in a side map, so a seeded
+//! record stays 64 bytes. Lists skip them with rank arithmetic on a sorted vector of their
+//! keys, so a page still costs O(log n · log h + page) for h hidden records.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::datagen::{FullRec, GenRec, Generated};
-use crate::util::{SplitMix64, fnv1a};
+use crate::util::{SplitMix64, fnv1a, now_ms};
+
+/// Where a record stands. Every record is `Active` until a CRM route or the control API
+/// moves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordState {
+    /// Listed and searchable.
+    Active,
+    /// Lofty: created, not yet persisted (`visibility_lag_ms`, crm-apis §2.2 "persistence
+    /// is asynchronous"). Hidden from lists, searches and `GET` by id; writes still work.
+    Pending,
+    /// REX: archived (`search_state=archive`, crm-apis §3.4).
+    Archived,
+    /// FUB stage `Trash` (§1.3), REX `search_state=trash` (§3.4), Lofty's trash after a
+    /// `DELETE` (§2.2).
+    Trashed,
+}
+
+impl RecordState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordState::Active => "active",
+            RecordState::Pending => "pending",
+            RecordState::Archived => "archived",
+            RecordState::Trashed => "trashed",
+        }
+    }
+
+    /// Archived and trashed records are out of the CRM's default views.
+    pub fn is_removed(self) -> bool {
+        matches!(self, RecordState::Archived | RecordState::Trashed)
+    }
+}
+
+/// Which records a list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StateFilter {
+    /// `Active` records only (every CRM's default view).
+    Listed,
+    /// Every record (FUB `includeTrash=true`, the control API).
+    Any,
+    /// Only records in this state (REX `search_state=archive|trash`).
+    Only(RecordState),
+}
 
 pub(crate) enum RecData {
     Gen(GenRec),
@@ -52,6 +103,12 @@ impl Rec {
         self.phones_for_index()
             .iter()
             .any(|p| phone_key(p) == Some(key))
+    }
+
+    pub(crate) fn has_phone_exact(&self, lower: &str) -> bool {
+        self.phones_for_index()
+            .iter()
+            .any(|p| p.trim().to_lowercase() == lower)
     }
 
     pub(crate) fn has_email(&self, email_lower: &str) -> bool {
@@ -104,6 +161,13 @@ pub(crate) fn phone_key(raw: &str) -> Option<u64> {
     }
     let value = nsn.iter().fold(0u64, |acc, d| acc * 10 + *d as u64);
     Some(((nsn.len() as u64) << 56) | value)
+}
+
+/// Exact phone key: the string as stored, trimmed, case folded (REX and Lofty compare the
+/// stored string, crm-apis §4). `None` for an empty string.
+pub(crate) fn phone_exact_key(raw: &str) -> Option<u64> {
+    let t = raw.trim();
+    (!t.is_empty()).then(|| fnv1a(t.to_lowercase().bytes()))
 }
 
 pub(crate) fn email_key(raw: &str) -> u64 {
@@ -163,6 +227,16 @@ pub(crate) enum SortField {
     Updated,
 }
 
+impl SortField {
+    fn index(self) -> usize {
+        match self {
+            SortField::Id => 0,
+            SortField::Created => 1,
+            SortField::Updated => 2,
+        }
+    }
+}
+
 /// A keyset position: the last item of the previous page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Cursor {
@@ -182,11 +256,13 @@ pub(crate) struct ListQuery {
     pub after: Option<Cursor>,
     pub offset: usize,
     pub limit: usize,
+    pub filter: StateFilter,
 }
 
 impl ListQuery {
     pub(crate) fn new(sort: SortField, desc: bool, limit: usize) -> Self {
         ListQuery {
+            filter: StateFilter::Listed,
             sort,
             desc,
             candidates: None,
@@ -269,7 +345,16 @@ pub(crate) struct Store {
     created_dirty: bool,
     created_monotone: bool,
     phone_idx: Option<HashMap<u64, Slot>>,
+    phone_exact_idx: Option<HashMap<u64, Slot>>,
     email_idx: Option<HashMap<u64, Slot>>,
+    /// Records that are not `Active` (few), by position.
+    states: HashMap<u32, RecordState>,
+    /// How many of them are archived or trashed.
+    removed: usize,
+    /// `Pending` records and when they become `Active`.
+    pending: Vec<(i64, u32)>,
+    /// Keys of every non-`Active` record per sort (`SortField::index`), sorted; built lazily.
+    hidden_keys: [Option<Vec<(i64, u64)>>; 3],
     next_id: u64,
     id_rng: SplitMix64,
     ordinal: u32,
@@ -287,7 +372,12 @@ impl Store {
             created_dirty: false,
             created_monotone: true,
             phone_idx: None,
+            phone_exact_idx: None,
             email_idx: None,
+            states: HashMap::new(),
+            removed: 0,
+            pending: Vec::new(),
+            hidden_keys: [None, None, None],
             next_id: ids.base,
             id_rng: SplitMix64::new(ids.salt),
             ordinal: 0,
@@ -300,6 +390,82 @@ impl Store {
 
     pub(crate) fn len(&self) -> usize {
         self.recs.len()
+    }
+
+    /// Records that are neither archived nor trashed (pending ones included).
+    pub(crate) fn live_len(&self) -> usize {
+        self.recs.len() - self.removed
+    }
+
+    pub(crate) fn state_of(&self, pos: u32) -> RecordState {
+        self.states
+            .get(&pos)
+            .copied()
+            .unwrap_or(RecordState::Active)
+    }
+
+    /// Moves a record to `state` (`Pending` goes through [`Store::mark_pending`]).
+    pub(crate) fn set_state(&mut self, pos: u32, state: RecordState) {
+        let old = self.state_of(pos);
+        if old == state {
+            return;
+        }
+        if old.is_removed() {
+            self.removed -= 1;
+        }
+        if state.is_removed() {
+            self.removed += 1;
+        }
+        if old == RecordState::Pending {
+            self.pending.retain(|(_, p)| *p != pos);
+        }
+        if state == RecordState::Active {
+            self.states.remove(&pos);
+        } else {
+            self.states.insert(pos, state);
+        }
+        self.invalidate_hidden();
+    }
+
+    /// The record stays hidden until `visible_at` (ms).
+    pub(crate) fn mark_pending(&mut self, pos: u32, visible_at: i64) {
+        self.set_state(pos, RecordState::Pending);
+        self.pending.push((visible_at, pos));
+    }
+
+    /// Pending records whose time has come become `Active`.
+    pub(crate) fn promote_pending(&mut self, now: i64) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let states = &mut self.states;
+        let mut changed = false;
+        self.pending.retain(|(at, pos)| {
+            if *at <= now {
+                states.remove(pos);
+                changed = true;
+                false
+            } else {
+                true
+            }
+        });
+        if changed {
+            self.invalidate_hidden();
+        }
+    }
+
+    fn invalidate_hidden(&mut self) {
+        self.hidden_keys = [None, None, None];
+    }
+
+    /// Sorted keys of every non-`Active` record in the `sort` order.
+    fn ensure_hidden_keys(&mut self, sort: SortField) {
+        if self.hidden_keys[sort.index()].is_some() {
+            return;
+        }
+        let mut v: Vec<(i64, u64)> = self.states.keys().map(|p| self.key(*p, sort)).collect();
+        v.sort_unstable();
+        self.hidden_keys[sort.index()] = Some(v);
     }
 
     pub(crate) fn trunc(&self, ms: i64) -> i64 {
@@ -394,7 +560,7 @@ impl Store {
     }
 
     fn hash_indexes_add(&mut self, pos: u32) {
-        if self.phone_idx.is_none() && self.email_idx.is_none() {
+        if self.phone_idx.is_none() && self.phone_exact_idx.is_none() && self.email_idx.is_none() {
             return;
         }
         let rec = &self.recs[pos as usize];
@@ -407,6 +573,13 @@ impl Store {
                 }
             }
         }
+        if let Some(idx) = self.phone_exact_idx.as_mut() {
+            for p in &phones {
+                if let Some(k) = phone_exact_key(p) {
+                    slot_add(idx, k, pos);
+                }
+            }
+        }
         if let Some(idx) = self.email_idx.as_mut() {
             for e in &emails {
                 slot_add(idx, email_key(e), pos);
@@ -415,7 +588,7 @@ impl Store {
     }
 
     fn hash_indexes_remove(&mut self, pos: u32) {
-        if self.phone_idx.is_none() && self.email_idx.is_none() {
+        if self.phone_idx.is_none() && self.phone_exact_idx.is_none() && self.email_idx.is_none() {
             return;
         }
         let rec = &self.recs[pos as usize];
@@ -424,6 +597,13 @@ impl Store {
         if let Some(idx) = self.phone_idx.as_mut() {
             for p in &phones {
                 if let Some(k) = phone_key(p) {
+                    slot_remove(idx, k, pos);
+                }
+            }
+        }
+        if let Some(idx) = self.phone_exact_idx.as_mut() {
+            for p in &phones {
+                if let Some(k) = phone_exact_key(p) {
                     slot_remove(idx, k, pos);
                 }
             }
@@ -484,6 +664,9 @@ impl Store {
         }
         self.index_insert_updated(pos);
         self.hash_indexes_add(pos);
+        if self.states.contains_key(&pos) {
+            self.invalidate_hidden();
+        }
     }
 
     /// Sets only the update time.
@@ -492,15 +675,9 @@ impl Store {
         self.index_remove_updated(pos);
         self.recs[pos as usize].updated = updated;
         self.index_insert_updated(pos);
-    }
-
-    /// Removes a record (positions shift: indexes are rebuilt lazily).
-    pub(crate) fn delete(&mut self, pos: u32) {
-        self.recs.remove(pos as usize);
-        self.updated_dirty = true;
-        self.created_dirty = true;
-        self.phone_idx = None;
-        self.email_idx = None;
+        if self.states.contains_key(&pos) {
+            self.invalidate_hidden();
+        }
     }
 
     /// Appends seeded records.
@@ -527,6 +704,7 @@ impl Store {
         self.updated_dirty = true;
         self.created_dirty = true;
         self.phone_idx = None;
+        self.phone_exact_idx = None;
         self.email_idx = None;
         self.ensure_sorted(SortField::Updated);
     }
@@ -551,6 +729,21 @@ impl Store {
             }
         }
         self.phone_idx = Some(map);
+    }
+
+    fn ensure_phone_exact_idx(&mut self) {
+        if self.phone_exact_idx.is_some() {
+            return;
+        }
+        let mut map: HashMap<u64, Slot> = HashMap::with_capacity(self.recs.len());
+        for (pos, r) in self.recs.iter().enumerate() {
+            for p in r.phones_for_index() {
+                if let Some(k) = phone_exact_key(&p) {
+                    slot_add(&mut map, k, pos as u32);
+                }
+            }
+        }
+        self.phone_exact_idx = Some(map);
     }
 
     fn ensure_email_idx(&mut self) {
@@ -581,6 +774,23 @@ impl Store {
         v
     }
 
+    /// Positions of the records holding exactly this phone string (trimmed, case-insensitive),
+    /// ascending by id.
+    pub(crate) fn find_phone_exact(&mut self, raw: &str) -> Vec<u32> {
+        let Some(key) = phone_exact_key(raw) else {
+            return Vec::new();
+        };
+        let lower = raw.trim().to_lowercase();
+        self.ensure_phone_exact_idx();
+        let mut v = match &self.phone_exact_idx {
+            Some(idx) => slot_positions(idx, key),
+            None => Vec::new(),
+        };
+        v.retain(|p| self.recs[*p as usize].has_phone_exact(&lower));
+        v.sort_unstable();
+        v
+    }
+
     /// Positions of the records having this email (case-insensitive), ascending by id.
     pub(crate) fn find_email(&mut self, raw: &str) -> Vec<u32> {
         let lower = raw.trim().to_lowercase();
@@ -604,13 +814,24 @@ impl Store {
     }
 
     /// One page.
+    ///
+    /// The view is an index in the requested order (all records, or a range of update
+    /// times). Records the filter hides are either left out of the view when it is built
+    /// anyway (candidates, ranges in another order, one state), or skipped in place: their
+    /// sorted keys give the number of hidden records before any point of the view, so the
+    /// rank of a visible record is its index minus that count (O(log h)).
     pub(crate) fn list(&mut self, q: &ListQuery) -> PageResult {
         let sort = match q.sort {
             SortField::Created if self.created_monotone => SortField::Id,
             s => s,
         };
+        self.promote_pending(now_ms());
         self.ensure_sorted(SortField::Updated);
         self.ensure_sorted(sort);
+        let skip_hidden = q.filter == StateFilter::Listed && !self.states.is_empty();
+        if skip_hidden {
+            self.ensure_hidden_keys(sort);
+        }
         let has_range = q.updated_min.is_some() || q.updated_max.is_some();
         let in_range = |t: i64| {
             let lo_ok = match q.updated_min {
@@ -624,6 +845,12 @@ impl Store {
                 None => true,
             };
             lo_ok && hi_ok
+        };
+        let states = &self.states;
+        let shown = |pos: u32| match q.filter {
+            StateFilter::Any => true,
+            StateFilter::Listed => !states.contains_key(&pos),
+            StateFilter::Only(s) => states.get(&pos).copied().unwrap_or(RecordState::Active) == s,
         };
         // Range of the update-time index matching the bounds.
         let upd = &self.by_updated;
@@ -643,58 +870,118 @@ impl Store {
             None => upd.len(),
         }
         .max(lo);
-        let view = match (&q.candidates, sort) {
-            (Some(c), _) => {
+        // `in_place`: the view still holds records the filter hides.
+        let (view, in_place) = match (&q.candidates, q.filter, sort) {
+            (Some(c), _, _) => {
                 let mut v: Vec<u32> = c
                     .iter()
                     .copied()
-                    .filter(|p| (*p as usize) < recs.len() && in_range(recs[*p as usize].updated))
+                    .filter(|p| {
+                        (*p as usize) < recs.len()
+                            && in_range(recs[*p as usize].updated)
+                            && shown(*p)
+                    })
                     .collect();
                 v.sort_unstable_by_key(|p| self.key(*p, sort));
                 v.dedup();
-                View::Owned(v)
+                (View::Owned(v), false)
             }
-            (None, SortField::Updated) => View::Slice(&upd[lo..hi]),
-            (None, SortField::Id) if !has_range => View::Identity(recs.len()),
-            (None, SortField::Created) if !has_range => View::Slice(&self.by_created),
-            (None, _) => {
-                let mut v: Vec<u32> = upd[lo..hi].to_vec();
+            (None, StateFilter::Only(_), _) => {
+                let mut v: Vec<u32> = states
+                    .keys()
+                    .copied()
+                    .filter(|p| shown(*p) && in_range(recs[*p as usize].updated))
+                    .collect();
                 v.sort_unstable_by_key(|p| self.key(*p, sort));
-                View::Owned(v)
+                (View::Owned(v), false)
+            }
+            (None, _, SortField::Updated) => (View::Slice(&upd[lo..hi]), skip_hidden),
+            (None, _, SortField::Id) if !has_range => (View::Identity(recs.len()), skip_hidden),
+            (None, _, SortField::Created) if !has_range => {
+                (View::Slice(&self.by_created), skip_hidden)
+            }
+            (None, _, _) => {
+                let mut v: Vec<u32> = upd[lo..hi].iter().copied().filter(|p| shown(*p)).collect();
+                v.sort_unstable_by_key(|p| self.key(*p, sort));
+                (View::Owned(v), false)
             }
         };
         let n = view.len();
         let kf = |i: usize| self.key(view.get(i), sort);
+        // Keys of the hidden records inside the view (its keys are unique and sorted).
+        let hidden: &[(i64, u64)] = match (in_place, &self.hidden_keys[sort.index()]) {
+            (true, Some(h)) if n > 0 => {
+                let (first, last) = (kf(0), kf(n - 1));
+                let a = partition(h.len(), |j| h[j] < first);
+                let b = partition(h.len(), |j| h[j] <= last);
+                &h[a..b.max(a)]
+            }
+            _ => &[],
+        };
+        let total = n - hidden.len();
+        let hidden_before = |k: (i64, u64)| partition(hidden.len(), |j| hidden[j] < k);
+        // Number of shown records in view[..i].
+        let shown_before = |i: usize| {
+            if i >= n {
+                total
+            } else {
+                i - hidden_before(kf(i))
+            }
+        };
+        let check = !hidden.is_empty();
+        let visible_at = |i: usize| !check || !states.contains_key(&view.get(i));
         let ck = q.after.map(|c| match sort {
             SortField::Id => (0, c.id),
             _ => (c.time, c.id),
         });
         let limit = q.limit;
+        let mut items = Vec::with_capacity(limit.min(total));
         if !q.desc {
             let begin = match ck {
                 Some(ck) => partition(n, |i| kf(i) <= ck),
                 None => 0,
             };
-            let start = begin.saturating_add(q.offset).min(n);
-            let end = start.saturating_add(limit).min(n);
+            let rank = shown_before(begin).saturating_add(q.offset).min(total);
+            let mut i = if check {
+                partition(n, |i| shown_before(i) < rank)
+            } else {
+                rank
+            };
+            while i < n && items.len() < limit {
+                if visible_at(i) {
+                    items.push(view.get(i));
+                }
+                i += 1;
+            }
+            let more = rank + items.len() < total;
             PageResult {
-                items: (start..end).map(|i| view.get(i)).collect(),
-                total: n,
-                rank: start,
-                more: end < n,
+                items,
+                total,
+                rank,
+                more,
             }
         } else {
             let stop = match ck {
                 Some(ck) => partition(n, |i| kf(i) < ck),
                 None => n,
             };
-            let top = stop.saturating_sub(q.offset);
-            let bottom = top.saturating_sub(limit);
+            let top = shown_before(stop).saturating_sub(q.offset);
+            let mut i = if check {
+                partition(n, |i| shown_before(i) < top)
+            } else {
+                top
+            };
+            while i > 0 && items.len() < limit {
+                i -= 1;
+                if visible_at(i) {
+                    items.push(view.get(i));
+                }
+            }
             PageResult {
-                items: (bottom..top).rev().map(|i| view.get(i)).collect(),
-                total: n,
-                rank: n - top,
-                more: bottom > 0,
+                more: top > items.len(),
+                items,
+                total,
+                rank: total - top,
             }
         }
     }

@@ -225,6 +225,8 @@ async fn lofty_full_pagination_with_scroll_id_returns_every_record_once() {
     let mut ids = Vec::new();
     let mut scroll: Option<String> = None;
     let mut calls = 0;
+    // `limit=100` is served as pages of 25 (crm-apis §2.6: "page size hard-capped at 25"),
+    // silently: the metadata echoes the limit asked for.
     loop {
         let mut url = format!(
             "{}/v1.0/leads?limit=100&page=3&keyword=zzz",
@@ -240,18 +242,23 @@ async fn lofty_full_pagination_with_scroll_id_returns_every_record_once() {
         calls += 1;
         let leads = v["leads"].as_array().unwrap();
         assert_eq!(v["_metadata"]["total"], 1000);
+        assert_eq!(v["_metadata"]["limit"], 100);
+        assert!(leads.len() == 25 || leads.is_empty(), "{}", leads.len());
         for l in leads {
             ids.push(l["leadId"].as_u64().unwrap());
             assert!(l["emails"].as_array().unwrap().iter().all(Value::is_string));
-            assert!(l["updateTime"].as_i64().unwrap() > 1_600_000_000_000);
+            // The documented lead has createTime and assignTime, no updateTime (§2.2, §4).
+            assert!(l["createTime"].as_i64().unwrap() > 1_600_000_000_000);
+            assert!(l["assignTime"].as_i64().unwrap() > 1_600_000_000_000);
+            assert!(l.get("updateTime").is_none(), "{l}");
         }
         match v["_metadata"]["scrollId"].as_str() {
             Some(s) => scroll = Some(s.to_string()),
             None => break,
         }
     }
-    // 1000 is a multiple of 100: the 11th call returns the empty tail.
-    assert_eq!(calls, 11);
+    // 1000 is a multiple of 25: the 41st call returns the empty tail.
+    assert_eq!(calls, 41);
     let set: HashSet<u64> = ids.iter().copied().collect();
     assert_eq!(ids.len(), 1000);
     assert_eq!(set.len(), 1000);
@@ -423,27 +430,19 @@ async fn fub_incremental_sort_updated_and_next() {
         .iter()
         .map(|v| v.as_u64().unwrap())
         .collect();
-    // Newest first: the 7 touched come first (two pages of 5 with next).
+    // Newest first: the 7 touched come first. `sort=-updated` is not id-ordered, so there is
+    // no keyset `next` (pagination reference: "when keyset pagination is possible"): page 2
+    // is read by offset.
     let base = sb.fub_api_base();
-    let r = fub(
-        &c,
-        reqwest::Method::GET,
-        format!("{base}/people?sort=-updated&limit=5"),
-    )
-    .send()
-    .await
-    .unwrap();
-    let p1 = body(r).await;
-    let next = p1["_metadata"]["next"].as_str().unwrap().to_string();
-    let r = fub(
-        &c,
-        reqwest::Method::GET,
-        format!("{base}/people?limit=5&next={next}"),
-    )
-    .send()
-    .await
-    .unwrap();
-    let p2 = body(r).await;
+    let get = |url: String| {
+        let c = c.clone();
+        async move { body(fub(&c, reqwest::Method::GET, url).send().await.unwrap()).await }
+    };
+    let p1 = get(format!("{base}/people?sort=-updated&limit=5")).await;
+    assert!(p1["_metadata"]["next"].is_null(), "{}", p1["_metadata"]);
+    assert!(p1["_metadata"]["nextLink"].is_null());
+    assert_eq!(p1["_metadata"]["total"], 300);
+    let p2 = get(format!("{base}/people?sort=-updated&limit=5&offset=5")).await;
     assert_eq!(p2["_metadata"]["offset"], 5);
     let mut first7: Vec<u64> = p1["people"]
         .as_array()
@@ -454,7 +453,31 @@ async fn fub_incremental_sort_updated_and_next() {
         .collect();
     first7.truncate(7);
     assert_eq!(first7.into_iter().collect::<BTreeSet<_>>(), touched);
-    // Ascending by update time across `next` pages, with ties broken stably.
+    // Ascending by update time across offset pages, with ties broken stably.
+    let mut prev = String::new();
+    let mut seen = HashSet::new();
+    for offset in (0..300).step_by(50) {
+        let v = get(format!(
+            "{base}/people?limit=50&sort=updated&offset={offset}"
+        ))
+        .await;
+        assert!(v["_metadata"]["next"].is_null());
+        for p in v["people"].as_array().unwrap() {
+            let u = p["updated"].as_str().unwrap().to_string();
+            assert!(u >= prev);
+            prev = u;
+            assert!(seen.insert(p["id"].as_u64().unwrap()));
+        }
+    }
+    assert_eq!(seen.len(), 300);
+    // The kinder reading: keyset `next` for every sort.
+    control_put(
+        &c,
+        &sb,
+        "/_sandbox/fub/config",
+        json!({"keyset_for_all_sorts": true}),
+    )
+    .await;
     let mut prev = String::new();
     let mut seen = HashSet::new();
     let mut next: Option<String> = None;
@@ -463,7 +486,7 @@ async fn fub_incremental_sort_updated_and_next() {
             Some(n) => format!("{base}/people?limit=50&next={n}"),
             None => format!("{base}/people?limit=50&sort=updated"),
         };
-        let v = body(fub(&c, reqwest::Method::GET, url).send().await.unwrap()).await;
+        let v = get(url).await;
         for p in v["people"].as_array().unwrap() {
             let u = p["updated"].as_str().unwrap().to_string();
             assert!(u >= prev);
@@ -516,59 +539,79 @@ async fn fub_incremental_sort_updated_and_next() {
 }
 
 #[tokio::test]
-async fn lofty_incremental_sort_by_update_time() {
+async fn lofty_sort_by_update_time_is_ignored_unless_honoured() {
     let sb = spawn_with(no_limits()).await;
     sb.seed(Provider::Lofty, 23, 200);
     let c = client();
-    let touched = control_post(&c, &sb, "/_sandbox/lofty/touch", json!({"count": 3})).await;
+    let touched = control_post(
+        &c,
+        &sb,
+        "/_sandbox/lofty/touch",
+        json!({"count": 3, "seed": 4}),
+    )
+    .await;
     let touched: BTreeSet<u64> = touched["ids"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_u64().unwrap())
         .collect();
-    let v = body(
-        lofty(
-            &c,
-            reqwest::Method::GET,
-            format!(
-                "{}/v1.0/leads?sort=updateTime&desc=true&limit=3",
-                sb.lofty_api_base()
-            ),
-        )
-        .send()
-        .await
-        .unwrap(),
+    let leads = format!("{}/v1.0/leads", sb.lofty_api_base());
+    let ids = |v: &Value| -> Vec<u64> {
+        v["leads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["leadId"].as_u64().unwrap())
+            .collect()
+    };
+    let get = |q: &str| {
+        let url = format!("{leads}?{q}");
+        let c = c.clone();
+        async move { body(lofty(&c, reqwest::Method::GET, url).send().await.unwrap()).await }
+    };
+    // The default order: createTime descending (here: the newest ids first).
+    let default = get("limit=3").await;
+    let mut newest = sb.record_ids(Provider::Lofty);
+    newest.reverse();
+    newest.truncate(3);
+    assert_eq!(ids(&default), newest);
+    // `sort=updateTime` is not a documented value and unknown sorts are ignored silently
+    // (crm-apis §2.6, §4); `desc` with an ignored sort changes nothing.
+    for q in [
+        "sort=updateTime&desc=true&limit=3",
+        "sort=updateTime&desc=false&limit=3",
+        "sort=UpdateTime&limit=3",
+        "sort=nonsense&desc=false&limit=3",
+        "desc=false&limit=3",
+    ] {
+        let v = get(q).await;
+        assert_eq!(ids(&v), newest, "{q}");
+        assert!(v["leads"][0].get("updateTime").is_none());
+    }
+    assert_ne!(
+        ids(&default).into_iter().collect::<BTreeSet<_>>(),
+        touched,
+        "the seed's touched leads are not the newest"
+    );
+    // The kinder reading: sorts honoured and updateTime served.
+    control_put(
+        &c,
+        &sb,
+        "/_sandbox/lofty/config",
+        json!({"honoured_sorts": ["updateTime"], "emit_update_time": true}),
     )
     .await;
-    let got: BTreeSet<u64> = v["leads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["leadId"].as_u64().unwrap())
-        .collect();
-    assert_eq!(got, touched);
-    // Ascending scroll is ordered by updateTime.
-    let v = body(
-        lofty(
-            &c,
-            reqwest::Method::GET,
-            format!(
-                "{}/v1.0/leads?sort=updateTime&desc=false&limit=100",
-                sb.lofty_api_base()
-            ),
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let v = get("sort=updateTime&desc=true&limit=3").await;
+    assert_eq!(ids(&v).into_iter().collect::<BTreeSet<_>>(), touched);
+    let v = get("sort=updateTime&desc=false&limit=25").await;
     let times: Vec<i64> = v["leads"]
         .as_array()
         .unwrap()
         .iter()
         .map(|l| l["updateTime"].as_i64().unwrap())
         .collect();
+    assert_eq!(times.len(), 25);
     assert!(times.windows(2).all(|w| w[0] <= w[1]));
 }
 
@@ -1087,18 +1130,19 @@ async fn lofty_auth_schemes_limits_and_switches() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(body(r).await["code"], "BAD_CREDENTIALS");
-    // limit bounds (max 100 by default, 25 behind the switch).
+    // limit bounds: by default a limit over 25 is served as 25 without a word (crm-apis
+    // §2.6); with `cap_silently: false` it is refused.
     let r = lofty(&c, reqwest::Method::GET, format!("{leads}?limit=101"))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(body(r).await["code"], "LIMIT_NOT_VALID");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(body(r).await["leads"].as_array().unwrap().len(), 25);
     control_put(
         &c,
         &sb,
         "/_sandbox/lofty/config",
-        json!({"max_limit": 25, "metadata_key": "get_metadata"}),
+        json!({"cap_silently": false, "metadata_key": "get_metadata"}),
     )
     .await;
     let r = lofty(&c, reqwest::Method::GET, format!("{leads}?limit=30"))
@@ -1696,7 +1740,12 @@ async fn lofty_create_update_visibility_lag_and_tags() {
     let v = body(r).await;
     assert_eq!(v["tags"].as_array().unwrap().len(), 1);
     assert_eq!(v["tags"][0]["tagName"], "Seller");
-    assert!(v["updateTime"].as_i64().unwrap() >= lead["updateTime"].as_i64().unwrap());
+    // No lead-level update time (crm-apis §2.2, §4); the tags carry their own times.
+    assert!(v.get("updateTime").is_none());
+    assert!(
+        v["tags"][0]["updateTime"].as_i64().unwrap()
+            >= lead["tags"][0]["updateTime"].as_i64().unwrap()
+    );
     assert_eq!(v["firstName"], "Ana");
     // Names over 30 characters.
     let r = lofty(&c, reqwest::Method::PUT, format!("{leads}/{id}"))
@@ -1713,7 +1762,19 @@ async fn lofty_create_update_visibility_lag_and_tags() {
         .await
         .unwrap();
     assert_eq!(body(r).await["leadId"], id);
-    // Filters and the wrap switch.
+    // Filters (the phone as stored, crm-apis §4) and the wrap switch.
+    let v = body(
+        lofty(
+            &c,
+            reqwest::Method::GET,
+            format!("{leads}?phone=%2B61%20412%20345%20678"),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(v["leads"][0]["leadId"], id);
     let v = body(
         lofty(
             &c,
@@ -1725,7 +1786,7 @@ async fn lofty_create_update_visibility_lag_and_tags() {
         .unwrap(),
     )
     .await;
-    assert_eq!(v["leads"][0]["leadId"], id);
+    assert_eq!(v["_metadata"]["total"], 0);
     control_put(
         &c,
         &sb,
@@ -1789,18 +1850,20 @@ async fn rex_create_read_update() {
         rec["related"]["contact_emails"].as_array().unwrap().len(),
         2
     );
+    // REX stores phones as typed (crm-apis §4): +61412345678 is another string than
+    // 0412 345 678, so it is added.
     assert_eq!(
         rec["related"]["contact_phones"].as_array().unwrap().len(),
-        2
+        3
     );
     assert!(rec["system_modtime"].as_i64().unwrap() > modtime);
-    // Search by phone in another format and by email.
+    // Search by phone (the stored string) and by email.
     let v = rex_call(
         &c,
         &sb,
         &token,
         "contacts/search",
-        json!({"criteria": [{"name": "contact.phone_number", "type": "=", "value": "+61 412 345 678"}]}),
+        json!({"criteria": [{"name": "contact.phone_number", "type": "=", "value": "0412 345 678"}]}),
     )
     .await;
     assert_eq!(v["result"]["total"], 1);
