@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use crm_sandbox::{FaultConfig, Provider, Sandbox, SandboxConfig, SandboxHandle};
+use crm_sandbox::{FaultConfig, Provider, RecordState, Sandbox, SandboxConfig, SandboxHandle};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use sha2::Digest as _;
@@ -2040,4 +2040,1071 @@ async fn control_api_records_config_and_reset() {
     );
     let v = body(c.get(sb.url("/_sandbox")).send().await.unwrap()).await;
     assert_eq!(v["service"], "crm-sandbox");
+}
+
+// -------------------------------------------------------------------------------------
+// Phone searches (crm-apis §4)
+
+#[tokio::test]
+async fn rex_and_lofty_phone_searches_compare_the_stored_string() {
+    let sb = spawn_with(no_limits()).await;
+    let c = client();
+    let token = rex_login(&c, &sb).await;
+    let v = rex_call(
+        &c,
+        &sb,
+        &token,
+        "Contacts/create",
+        json!({"data": {"type": "person", "related": {
+            "contact_names": [{"name_first": "Jo", "name_last": "Bloggs"}],
+            "contact_phones": [{"phone_number": "0412 345 678"}]}}}),
+    )
+    .await;
+    let id = v["result"]["id"].as_u64().unwrap();
+    let search = |crit: Value| {
+        let (c, token) = (c.clone(), token.clone());
+        let url = sb.url("/rex/v1/rex/contacts/search");
+        async move {
+            let r = c
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"criteria": [crit]}))
+                .send()
+                .await
+                .unwrap();
+            body(r).await["result"]["total"].as_u64().unwrap()
+        }
+    };
+    let phone = |op: &str, value: Value| json!({"name": "contact.phone_number", "type": op, "value": value});
+    // Another written form of the same number is another string.
+    for other in [
+        "+61412345678",
+        "+61 412 345 678",
+        "61412345678",
+        "0412345678",
+    ] {
+        assert_eq!(search(phone("=", json!(other))).await, 0, "{other}");
+    }
+    assert_eq!(search(phone("=", json!("0412 345 678"))).await, 1);
+    assert_eq!(
+        search(phone("=", json!("  0412 345 678 "))).await,
+        1,
+        "trimmed"
+    );
+    // A client that sends the forms a person types finds it (crmsync's upcoming fix).
+    let forms = json!(["+61412345678", "61412345678", "0412345678", "0412 345 678"]);
+    assert_eq!(search(phone("in", forms)).await, 1);
+    // The kinder reading: the national significant number.
+    control_put(
+        &c,
+        &sb,
+        "/_sandbox/rex/config",
+        json!({"phone_search": "normalized"}),
+    )
+    .await;
+    assert_eq!(search(phone("=", json!("+61 412 345 678"))).await, 1);
+    let v = rex_call(&c, &sb, &token, "Contacts/read", json!({"id": id})).await;
+    assert_eq!(
+        v["result"]["related"]["contact_phones"][0]["phone_number"],
+        "0412 345 678"
+    );
+
+    // Lofty: the same by default.
+    let leads = format!("{}/v1.0/leads", sb.lofty_api_base());
+    control_put(
+        &c,
+        &sb,
+        "/_sandbox/lofty/config",
+        json!({"visibility_lag_ms": 0}),
+    )
+    .await;
+    let r = lofty(&c, reqwest::Method::POST, leads.clone())
+        .json(&json!({"firstName": "Ann", "phones": ["(415) 555-0123"]}))
+        .send()
+        .await
+        .unwrap();
+    let lead = body(r).await["leadId"].as_u64().unwrap();
+    let find = |q: &str| {
+        let url = format!("{leads}?phone={q}");
+        let c = c.clone();
+        async move {
+            let v = body(lofty(&c, reqwest::Method::GET, url).send().await.unwrap()).await;
+            v["leads"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["leadId"].as_u64().unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(find("4155550123").await.is_empty());
+    assert!(find("%2B14155550123").await.is_empty());
+    assert_eq!(find("(415)%20555-0123").await, vec![lead]);
+    control_put(
+        &c,
+        &sb,
+        "/_sandbox/lofty/config",
+        json!({"phone_search": "normalized"}),
+    )
+    .await;
+    assert_eq!(find("%2B14155550123").await, vec![lead]);
+
+    // FUB keeps normalized matching (its rules are unconfirmed).
+    let base = sb.fub_api_base();
+    let r = fub(&c, reqwest::Method::POST, format!("{base}/people"))
+        .json(&json!({"firstName": "Bo", "phones": [{"value": "(415) 555-0199"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v = body(
+        fub(
+            &c,
+            reqwest::Method::GET,
+            format!("{base}/people?phone=%2B14155550199"),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(v["_metadata"]["total"], 1);
+}
+
+// -------------------------------------------------------------------------------------
+// Deleted records (FUB Trash, REX archive/trash, Lofty trash)
+
+async fn fub_get(c: &Client, url: String) -> Value {
+    let r = fub(c, reqwest::Method::GET, url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    body(r).await
+}
+
+#[tokio::test]
+async fn fub_trash_is_hidden_unless_include_trash() {
+    let sb = spawn_with(no_limits()).await;
+    sb.seed(Provider::Fub, 31, 30);
+    let c = client();
+    let base = sb.fub_api_base();
+    let ids = sb.record_ids(Provider::Fub);
+    let (a, b) = (ids[4], ids[20]);
+    let before = fub_get(&c, format!("{base}/people/{a}")).await;
+    // Trashed through the control API (the user trashing in FUB's UI).
+    let v = control_post(
+        &c,
+        &sb,
+        &format!("/_sandbox/fub/records/{a}/delete"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(v["state"], "trashed");
+    assert_eq!(v["deleted"], true);
+    assert_eq!(v["previous_state"], "active");
+    // ... and through the API: Trash is a stage.
+    let r = fub(&c, reqwest::Method::PUT, format!("{base}/people/{b}"))
+        .json(&json!({"stage": "Trash"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(body(r).await["stage"], "Trash");
+    assert_eq!(
+        sb.record_state(Provider::Fub, b),
+        Some(RecordState::Trashed)
+    );
+    let v = fub_get(&c, format!("{base}/people?limit=100")).await;
+    assert_eq!(v["_metadata"]["total"], 28);
+    let listed: HashSet<u64> = v["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect();
+    assert!(!listed.contains(&a) && !listed.contains(&b));
+    // Filters do not find them either.
+    let v = fub_get(&c, format!("{base}/people?id={a},{}", ids[5])).await;
+    assert_eq!(v["_metadata"]["total"], 1);
+    // includeTrash=true shows them, also across `next` pages.
+    let v = fub_get(&c, format!("{base}/people?includeTrash=true&limit=100")).await;
+    assert_eq!(v["_metadata"]["total"], 30);
+    let mut seen = HashSet::new();
+    let mut url = format!("{base}/people?includeTrash=true&limit=7");
+    loop {
+        let v = fub_get(&c, url).await;
+        for p in v["people"].as_array().unwrap() {
+            seen.insert(p["id"].as_u64().unwrap());
+        }
+        match v["_metadata"]["next"].as_str() {
+            Some(n) => url = format!("{base}/people?limit=7&next={n}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 30);
+    // GET by id still answers, with the Trash stage; trashing did not change `updated`.
+    let v = fub_get(&c, format!("{base}/people/{a}")).await;
+    assert_eq!(v["stage"], "Trash");
+    assert_eq!(v["updated"], before["updated"]);
+    // Restore: the previous stage is back.
+    let v = control_post(
+        &c,
+        &sb,
+        &format!("/_sandbox/fub/records/{a}/restore"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(v["state"], "active");
+    let v = fub_get(&c, format!("{base}/people/{a}")).await;
+    assert_eq!(v["stage"], before["stage"]);
+    assert_eq!(v["updated"], before["updated"]);
+    // PUT with another stage restores too.
+    let r = fub(&c, reqwest::Method::PUT, format!("{base}/people/{b}"))
+        .json(&json!({"stage": "Lead"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body(r).await["stage"], "Lead");
+    assert_eq!(
+        fub_get(&c, format!("{base}/people")).await["_metadata"]["total"],
+        30
+    );
+    // The kinder reading: trashing bumps `updated`, so a sort=-updated reader sees it first.
+    control_put(
+        &c,
+        &sb,
+        "/_sandbox/fub/config",
+        json!({"trash_bumps_updated": true}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    control_post(
+        &c,
+        &sb,
+        &format!("/_sandbox/fub/records/{a}/delete"),
+        json!({}),
+    )
+    .await;
+    let v = fub_get(
+        &c,
+        format!("{base}/people?includeTrash=true&sort=-updated&limit=1"),
+    )
+    .await;
+    assert_eq!(v["people"][0]["id"], a);
+    assert!(v["people"][0]["updated"].as_str().unwrap() > before["updated"].as_str().unwrap());
+    // Control API errors: FUB has no archive; unknown ids.
+    let r = c
+        .post(sb.url(&format!("/_sandbox/fub/records/{b}/delete")))
+        .json(&json!({"state": "archived"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = c
+        .post(sb.url("/_sandbox/fub/records/999999/delete"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // The neutral records show every record with its state.
+    let recs = body(c.get(sb.url("/_sandbox/fub/records")).send().await.unwrap()).await;
+    assert_eq!(recs["total"], 30);
+    let trashed: Vec<u64> = recs["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["state"] == "trashed")
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(trashed, vec![a]);
+    assert_eq!(sb.record_count(Provider::Fub), 29);
+}
+
+#[tokio::test]
+async fn rex_archive_and_trash_follow_search_state() {
+    let sb = spawn().await;
+    sb.seed(Provider::Rex, 32, 40);
+    let c = client();
+    let token = rex_login(&c, &sb).await;
+    let ids = sb.record_ids(Provider::Rex);
+    let (a1, a2, t1) = (ids[3], ids[17], ids[30]);
+    let before = rex_call(&c, &sb, &token, "Contacts/read", json!({"id": a1})).await;
+    for (id, state) in [(a1, "archived"), (a2, "archived"), (t1, "trashed")] {
+        let v = control_post(
+            &c,
+            &sb,
+            &format!("/_sandbox/rex/records/{id}/delete"),
+            json!({"state": state}),
+        )
+        .await;
+        assert_eq!(v["state"], state);
+    }
+    let search = |extra: Value| {
+        let (c, token) = (c.clone(), token.clone());
+        let url = sb.url("/rex/v1/rex/contacts/search");
+        async move {
+            let mut args = json!({"limit": 100});
+            for (k, v) in extra.as_object().unwrap() {
+                args[k] = v.clone();
+            }
+            let r = c
+                .post(url)
+                .bearer_auth(token)
+                .json(&args)
+                .send()
+                .await
+                .unwrap();
+            body(r).await
+        }
+    };
+    let row_ids = |v: &Value| -> BTreeSet<u64> {
+        v["result"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+    let v = search(json!({})).await;
+    assert_eq!(v["result"]["total"], 37);
+    assert!(row_ids(&v).is_disjoint(&BTreeSet::from([a1, a2, t1])));
+    let v = search(json!({"search_state": "active"})).await;
+    assert_eq!(v["result"]["total"], 37);
+    let v = search(json!({"search_state": "archive"})).await;
+    assert_eq!(row_ids(&v), BTreeSet::from([a1, a2]));
+    let v = search(json!({"search_state": "trash"})).await;
+    assert_eq!(row_ids(&v), BTreeSet::from([t1]));
+    let v = search(json!({"search_state": "deleted"})).await;
+    assert_eq!(v["error"]["type"], "ValidationError");
+    // An id criterion does not reach an archived record in the active state.
+    let v =
+        search(json!({"criteria": [{"name": "id", "type": "in", "value": [a1, ids[0]]}]})).await;
+    assert_eq!(row_ids(&v), BTreeSet::from([ids[0]]));
+    // `read` still returns it, with its state; archiving did not change system_modtime, so a
+    // system_modtime cursor never sees it.
+    let v = rex_call(&c, &sb, &token, "Contacts/read", json!({"id": a1})).await;
+    assert_eq!(v["result"]["system_record_state"], "archived");
+    assert_eq!(
+        v["result"]["system_modtime"],
+        before["result"]["system_modtime"]
+    );
+    let v = rex_call(&c, &sb, &token, "Contacts/read", json!({"id": t1})).await;
+    assert_eq!(v["result"]["system_record_state"], "trashed");
+    // Restore (recover).
+    control_post(
+        &c,
+        &sb,
+        &format!("/_sandbox/rex/records/{a2}/restore"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(search(json!({})).await["result"]["total"], 38);
+    // The kinder reading: archiving bumps system_modtime.
+    control_put(
+        &c,
+        &sb,
+        "/_sandbox/rex/config",
+        json!({"archive_bumps_modtime": true}),
+    )
+    .await;
+    let max =
+        search(json!({"order_by": {"system_modtime": "desc"}, "limit": 1})).await["result"]["rows"]
+            [0]["system_modtime"]
+            .as_str()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap();
+    control_post(
+        &c,
+        &sb,
+        &format!("/_sandbox/rex/records/{a2}/delete"),
+        json!({"state": "archived"}),
+    )
+    .await;
+    let v = search(json!({"search_state": "archive",
+        "criteria": [{"name": "system_modtime", "type": ">", "value": max}]}))
+    .await;
+    assert_eq!(row_ids(&v), BTreeSet::from([a2]));
+    assert_eq!(sb.record_count(Provider::Rex), 37);
+}
+
+#[tokio::test]
+async fn lofty_delete_moves_to_trash_and_restore_brings_it_back() {
+    let sb = spawn_with(no_limits()).await;
+    sb.seed(Provider::Lofty, 33, 60);
+    let c = client();
+    let leads = format!("{}/v1.0/leads", sb.lofty_api_base());
+    let id = sb.record_ids(Provider::Lofty)[59];
+    let r = lofty(&c, reqwest::Method::DELETE, format!("{leads}/{id}"))
+        .json(&json!({"reason": "duplicate"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        sb.record_state(Provider::Lofty, id),
+        Some(RecordState::Trashed)
+    );
+    let get = |url: String| {
+        let c = c.clone();
+        async move { lofty(&c, reqwest::Method::GET, url).send().await.unwrap() }
+    };
+    assert_eq!(
+        get(format!("{leads}/{id}")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let v = body(get(format!("{leads}?limit=25")).await).await;
+    assert_eq!(v["_metadata"]["total"], 59);
+    assert_ne!(v["leads"][0]["leadId"], id, "it was the newest lead");
+    // Writes to a trashed lead fail as for an unknown one; a second DELETE too.
+    let r = lofty(&c, reqwest::Method::PUT, format!("{leads}/{id}"))
+        .json(&json!({"firstName": "Back"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = lofty(
+        &c,
+        reqwest::Method::DELETE,
+        format!("{leads}/{id}?reason=x"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // Restore from the control API.
+    let v = control_post(
+        &c,
+        &sb,
+        &format!("/_sandbox/lofty/records/{id}/restore"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(v["state"], "active");
+    assert_eq!(v["previous_state"], "trashed");
+    assert_eq!(get(format!("{leads}/{id}")).await.status(), StatusCode::OK);
+    let v = body(get(format!("{leads}?limit=1")).await).await;
+    assert_eq!(v["leads"][0]["leadId"], id);
+    assert_eq!(v["_metadata"]["total"], 60);
+    // The handle does the same.
+    sb.set_record_state(Provider::Lofty, id, RecordState::Trashed)
+        .unwrap();
+    assert_eq!(sb.record_count(Provider::Lofty), 59);
+    assert!(
+        sb.set_record_state(Provider::Lofty, id, RecordState::Archived)
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn lofty_creates_stay_invisible_for_the_lag() {
+    // The default lag (1500 ms).
+    assert_eq!(SandboxConfig::default().lofty.visibility_lag_ms, 1500);
+    let sb = spawn_with(no_limits()).await;
+    sb.seed(Provider::Lofty, 34, 5);
+    let c = client();
+    let leads = format!("{}/v1.0/leads", sb.lofty_api_base());
+    let t0 = Instant::now();
+    let r = lofty(&c, reqwest::Method::POST, leads.clone())
+        .json(
+            &json!({"firstName": "Lag", "emails": ["lag@example.com"], "phones": ["0400 000 001"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let id = body(r).await["leadId"].as_u64().unwrap();
+    let total = |q: &str| {
+        let url = format!("{leads}?{q}");
+        let c = c.clone();
+        async move {
+            body(lofty(&c, reqwest::Method::GET, url).send().await.unwrap()).await["_metadata"]
+                ["total"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    // Not persisted yet: absent from GET, the list and the phone and email searches.
+    let r = lofty(&c, reqwest::Method::GET, format!("{leads}/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(total("limit=25").await, 5);
+    assert_eq!(total("phone=0400%20000%20001").await, 0);
+    assert_eq!(total("email=lag@example.com").await, 0);
+    // A retried create makes a duplicate (crm-apis §4).
+    let r = lofty(&c, reqwest::Method::POST, leads.clone())
+        .json(
+            &json!({"firstName": "Lag", "emails": ["lag@example.com"], "phones": ["0400 000 001"]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let dup = body(r).await["leadId"].as_u64().unwrap();
+    assert_ne!(dup, id);
+    // Follow-up writes work.
+    let r = lofty(&c, reqwest::Method::PUT, format!("{leads}/{id}"))
+        .json(&json!({"lastName": "Later"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "the test was too slow"
+    );
+    let recs = body(
+        c.get(sb.url("/_sandbox/lofty/records"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(recs["records"][5]["state"], "pending");
+    let wait = Duration::from_millis(1550).saturating_sub(t0.elapsed());
+    tokio::time::sleep(wait).await;
+    assert_eq!(total("limit=25").await, 7);
+    assert_eq!(total("phone=0400%20000%20001").await, 2);
+    assert_eq!(total("email=lag@example.com").await, 2);
+    let r = lofty(&c, reqwest::Method::GET, format!("{leads}/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body(r).await["lastName"], "Later");
+    // Lag 0: visible at once, and the duplicate-email rule applies.
+    control_put(
+        &c,
+        &sb,
+        "/_sandbox/lofty/config",
+        json!({"visibility_lag_ms": 0}),
+    )
+    .await;
+    let r = lofty(&c, reqwest::Method::POST, leads.clone())
+        .json(&json!({"firstName": "Now", "emails": ["now@example.com"]}))
+        .send()
+        .await
+        .unwrap();
+    let now_id = body(r).await["leadId"].as_u64().unwrap();
+    let r = lofty(&c, reqwest::Method::GET, format!("{leads}/{now_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = lofty(&c, reqwest::Method::POST, leads.clone())
+        .json(&json!({"firstName": "Again", "emails": ["now@example.com"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body(r).await["leadId"], now_id);
+}
+
+// -------------------------------------------------------------------------------------
+// FUB paging (pagination reference, crm-apis §4)
+
+#[tokio::test]
+async fn fub_keyset_next_only_for_id_ordered_lists() {
+    let sb = spawn_with(no_limits()).await;
+    sb.seed(Provider::Fub, 35, 2300);
+    let c = client();
+    let base = sb.fub_api_base();
+    for sort in ["-id", "id"] {
+        let v = fub_get(&c, format!("{base}/people?sort={sort}&limit=100")).await;
+        let m = &v["_metadata"];
+        assert!(m["next"].is_string(), "{sort}: {m}");
+        assert!(m["nextLink"].as_str().unwrap().contains("&&next="));
+    }
+    let v = fub_get(&c, format!("{base}/people?limit=100")).await;
+    assert!(v["_metadata"]["next"].is_string(), "default -id");
+    // Newest first by update time: a full page, no keyset, the total, paging by offset.
+    for sort in ["-updated", "updated", "created", "-created"] {
+        let v = fub_get(&c, format!("{base}/people?sort={sort}&limit=100")).await;
+        let m = &v["_metadata"];
+        assert_eq!(v["people"].as_array().unwrap().len(), 100);
+        assert!(
+            m["next"].is_null() && m["nextLink"].is_null(),
+            "{sort}: {m}"
+        );
+        assert_eq!(m["total"], 2300);
+    }
+    let v = fub_get(&c, format!("{base}/people?sort=-updated&limit=100")).await;
+    let times: Vec<&str> = v["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["updated"].as_str().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]));
+    let v = fub_get(
+        &c,
+        format!("{base}/people?sort=-updated&limit=100&offset=2000"),
+    )
+    .await;
+    assert_eq!(v["_metadata"]["offset"], 2000);
+    // Beyond the deep-pagination limit a non-id sort cannot be read.
+    let r = fub(
+        &c,
+        reqwest::Method::GET,
+        format!("{base}/people?sort=-updated&limit=100&offset=2100"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // The kinder reading.
+    control_put(
+        &c,
+        &sb,
+        "/_sandbox/fub/config",
+        json!({"keyset_for_all_sorts": true}),
+    )
+    .await;
+    let v = fub_get(&c, format!("{base}/people?sort=-updated&limit=100")).await;
+    assert!(v["_metadata"]["next"].is_string());
+}
+
+/// Lists with hidden records in every position: every page, rank and total must match a
+/// listing computed from the neutral records.
+#[tokio::test]
+async fn lists_skip_hidden_records_with_exact_ranks() {
+    let sb = spawn_with(no_limits()).await;
+    sb.seed(Provider::Fub, 36, 1500);
+    sb.seed(Provider::Rex, 36, 1500);
+    let c = client();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut pick = |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    for p in [Provider::Fub, Provider::Rex] {
+        let ids = sb.record_ids(p);
+        // The first and last records too, and runs of neighbours.
+        let mut hide: BTreeSet<u64> = BTreeSet::from([ids[0], ids[1], ids[1499]]);
+        while hide.len() < 160 {
+            let i = pick(1495);
+            for j in 0..(1 + pick(3)) {
+                hide.insert(ids[i + j]);
+            }
+        }
+        for id in &hide {
+            sb.set_record_state(p, *id, RecordState::Trashed).unwrap();
+        }
+        // Some hidden records change later (their keys move in the update-time order).
+        sb.touch(p, &hide.iter().copied().take(10).collect::<Vec<_>>());
+        sb.touch(p, &ids[700..705]);
+    }
+    let expected = |p: &str, by_updated: bool, desc: bool| {
+        let c = c.clone();
+        let url = sb.url(&format!("/_sandbox/{p}/records"));
+        async move {
+            let recs = body(c.get(url).send().await.unwrap()).await;
+            let mut v: Vec<(i64, u64)> = recs["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["state"] == "active")
+                .map(|r| {
+                    let t = if by_updated {
+                        r["updated_ms"].as_i64().unwrap()
+                    } else {
+                        0
+                    };
+                    (t, r["id"].as_u64().unwrap())
+                })
+                .collect();
+            v.sort_unstable();
+            if desc {
+                v.reverse();
+            }
+            v.into_iter().map(|(_, id)| id).collect::<Vec<u64>>()
+        }
+    };
+    let base = sb.fub_api_base();
+    // FUB: keyset in both id directions, offsets in every sort.
+    for (sort, by_updated, desc) in [
+        ("-id", false, true),
+        ("id", false, false),
+        ("-updated", true, true),
+        ("updated", true, false),
+    ] {
+        let want = expected("fub", by_updated, desc).await;
+        assert_eq!(want.len(), 1340);
+        let mut got = Vec::new();
+        let mut offset = 0;
+        let mut next: Option<String> = None;
+        loop {
+            let url = match &next {
+                Some(n) => format!("{base}/people?limit=97&next={n}"),
+                None => format!("{base}/people?sort={sort}&limit=97&offset={offset}"),
+            };
+            let v = fub_get(&c, url).await;
+            let m = &v["_metadata"];
+            assert_eq!(m["total"], 1340, "{sort}");
+            assert_eq!(m["offset"].as_u64().unwrap() as usize, got.len(), "{sort}");
+            let page: Vec<u64> = v["people"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["id"].as_u64().unwrap())
+                .collect();
+            let n = page.len();
+            got.extend(page);
+            match m["next"].as_str() {
+                Some(t) => next = Some(t.to_string()),
+                None if n == 97 && got.len() < 1340 => offset += 97,
+                None => break,
+            }
+        }
+        assert_eq!(got, want, "{sort}");
+    }
+    // REX: offsets with and without a system_modtime range, both directions.
+    let token = rex_login(&c, &sb).await;
+    let all_up = expected("rex", true, false).await;
+    let recs = body(c.get(sb.url("/_sandbox/rex/records")).send().await.unwrap()).await;
+    let modtime: std::collections::HashMap<u64, i64> = recs["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_u64().unwrap(),
+                r["updated_ms"].as_i64().unwrap() / 1000,
+            )
+        })
+        .collect();
+    let since = modtime[&all_up[600]];
+    for (order, desc, range) in [
+        ("asc", false, false),
+        ("desc", true, false),
+        ("asc", false, true),
+        ("desc", true, true),
+    ] {
+        let mut want = all_up.clone();
+        if range {
+            want.retain(|id| modtime[id] >= since);
+        }
+        if desc {
+            want.reverse();
+        }
+        let crit = if range {
+            json!([{"name": "system_modtime", "type": ">=", "value": since}])
+        } else {
+            json!([])
+        };
+        let mut got = Vec::new();
+        loop {
+            let v = rex_call(
+                &c,
+                &sb,
+                &token,
+                "contacts/search",
+                json!({"criteria": crit, "order_by": {"system_modtime": order}, "limit": 100, "offset": got.len()}),
+            )
+            .await;
+            assert_eq!(v["result"]["total"].as_u64().unwrap() as usize, want.len());
+            let rows = v["result"]["rows"].as_array().unwrap();
+            got.extend(
+                rows.iter()
+                    .map(|r| r["id"].as_str().unwrap().parse::<u64>().unwrap()),
+            );
+            if rows.len() < 100 {
+                break;
+            }
+        }
+        // The store's order is (system_modtime, id), reversed for desc.
+        assert_eq!(got, want, "{order} {range}");
+    }
+}
+
+// -------------------------------------------------------------------------------------
+// Writes that land and lose their answer
+
+#[tokio::test]
+async fn every_write_route_can_land_and_lose_its_answer() {
+    let mut cfg = no_limits();
+    cfg.lofty.visibility_lag_ms = 0;
+    let sb = spawn_with(cfg).await;
+    let c = client();
+    let token = rex_login(&c, &sb).await;
+    let drop_after = FaultConfig {
+        drop_rate: 1.0,
+        after_processing: true,
+        ..FaultConfig::default()
+    };
+    let name_of = |p: &str, id: u64| {
+        let c = c.clone();
+        let url = sb.url(&format!("/_sandbox/{p}/records/{id}"));
+        async move { body(c.get(url).send().await.unwrap()).await["last_name"].clone() }
+    };
+    // REX create and update.
+    sb.set_faults(Provider::Rex, drop_after.clone()).unwrap();
+    let r = c
+        .post(sb.url("/rex/v1/rex/Contacts/create"))
+        .bearer_auth(&token)
+        .json(&json!({"data": {"related": {"contact_names": [{"name_first": "R", "name_last": "One"}]}}}))
+        .send()
+        .await;
+    assert!(r.is_err(), "no answer");
+    assert_eq!(sb.record_count(Provider::Rex), 1);
+    let rex_id = sb.record_ids(Provider::Rex)[0];
+    let r = c
+        .post(sb.url("/rex/v1/rex/contacts/update"))
+        .bearer_auth(&token)
+        .json(&json!({"data": {"_id": rex_id, "related": {"contact_names": [{"name_first": "R", "name_last": "Two"}]}}}))
+        .send()
+        .await;
+    assert!(r.is_err());
+    assert_eq!(name_of("rex", rex_id).await, "Two");
+    sb.set_faults(Provider::Rex, FaultConfig::default())
+        .unwrap();
+    // FUB POST /people, PUT /people/{id}, POST /events.
+    let base = sb.fub_api_base();
+    sb.set_faults(Provider::Fub, drop_after.clone()).unwrap();
+    let r = fub(&c, reqwest::Method::POST, format!("{base}/people"))
+        .json(&json!({"firstName": "F", "lastName": "One"}))
+        .send()
+        .await;
+    assert!(r.is_err());
+    assert_eq!(sb.record_count(Provider::Fub), 1);
+    let fub_id = sb.record_ids(Provider::Fub)[0];
+    let r = fub(&c, reqwest::Method::PUT, format!("{base}/people/{fub_id}"))
+        .json(&json!({"lastName": "Two"}))
+        .send()
+        .await;
+    assert!(r.is_err());
+    assert_eq!(name_of("fub", fub_id).await, "Two");
+    let r = fub(&c, reqwest::Method::POST, format!("{base}/events"))
+        .json(&json!({"source": "Web", "type": "Registration",
+                      "person": {"firstName": "E", "emails": [{"value": "e@example.com"}]}}))
+        .send()
+        .await;
+    assert!(r.is_err());
+    assert_eq!(sb.record_count(Provider::Fub), 2);
+    sb.set_faults(Provider::Fub, FaultConfig::default())
+        .unwrap();
+    // Lofty POST and PUT.
+    let leads = format!("{}/v1.0/leads", sb.lofty_api_base());
+    sb.set_faults(Provider::Lofty, drop_after).unwrap();
+    let r = lofty(&c, reqwest::Method::POST, leads.clone())
+        .json(&json!({"firstName": "L", "lastName": "One"}))
+        .send()
+        .await;
+    assert!(r.is_err());
+    assert_eq!(sb.record_count(Provider::Lofty), 1);
+    let lofty_id = sb.record_ids(Provider::Lofty)[0];
+    let r = lofty(&c, reqwest::Method::PUT, format!("{leads}/{lofty_id}"))
+        .json(&json!({"lastName": "Two"}))
+        .send()
+        .await;
+    assert!(r.is_err());
+    assert_eq!(name_of("lofty", lofty_id).await, "Two");
+    sb.set_faults(Provider::Lofty, FaultConfig::default())
+        .unwrap();
+    // drop_next_after_processing: exactly the next N writes; reads do not count.
+    control_put(
+        &c,
+        &sb,
+        "/_sandbox/fub/faults",
+        json!({"drop_next_after_processing": 2}),
+    )
+    .await;
+    let read = || fub(&c, reqwest::Method::GET, format!("{base}/people")).send();
+    assert_eq!(read().await.unwrap().status(), StatusCode::OK);
+    let create = |n: &str| {
+        fub(&c, reqwest::Method::POST, format!("{base}/people"))
+            .json(&json!({"firstName": n}))
+            .send()
+    };
+    assert!(create("a").await.is_err());
+    assert_eq!(read().await.unwrap().status(), StatusCode::OK);
+    assert!(create("b").await.is_err());
+    assert_eq!(create("c").await.unwrap().status(), StatusCode::CREATED);
+    assert_eq!(sb.record_count(Provider::Fub), 5);
+    let f = body(c.get(sb.url("/_sandbox/fub/faults")).send().await.unwrap()).await;
+    assert_eq!(f["drop_next_after_processing"], 0);
+    // REX: logins and searches are not writes.
+    control_put(
+        &c,
+        &sb,
+        "/_sandbox/rex/faults",
+        json!({"drop_next_after_processing": 1}),
+    )
+    .await;
+    let token = rex_login(&c, &sb).await;
+    rex_call(&c, &sb, &token, "contacts/search", json!({})).await;
+    let create = || {
+        c.post(sb.url("/rex/v1/rex/Contacts/create"))
+            .bearer_auth(&token)
+            .json(&json!({"data": {"related": {"contact_names": [{"name_first": "X"}]}}}))
+            .send()
+    };
+    assert!(create().await.is_err());
+    assert_eq!(create().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(sb.record_count(Provider::Rex), 3);
+    let log = body(
+        c.get(sb.url("/_sandbox/requests?limit=1000"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let dropped = log["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["status"] == 0)
+        .count();
+    // REX 2, FUB 3, Lofty 2 after processing; then FUB 2 and REX 1 by count.
+    assert_eq!(dropped, 2 + 3 + 2 + 2 + 1);
+}
+
+// -------------------------------------------------------------------------------------
+// Revoked credentials and accounts
+
+#[tokio::test]
+async fn revoked_grants_and_keys_and_account_ids() {
+    let sb = spawn_with(no_limits()).await;
+    let c = client();
+    let base = sb.fub_api_base();
+    // FUB: the account behind a key and a token.
+    let t = control_post(&c, &sb, "/_sandbox/fub/tokens", json!({})).await;
+    let (access, refresh) = (
+        t["access_token"].as_str().unwrap().to_string(),
+        t["refresh_token"].as_str().unwrap().to_string(),
+    );
+    let bearer = |url: String| {
+        c.get(url)
+            .bearer_auth(&access)
+            .header("X-System", "crmsync")
+            .header("X-System-Key", "sandbox-system-key")
+            .send()
+    };
+    let r = bearer(format!("{base}/identity")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "fub-account-id"), Some("1"));
+    assert_eq!(body(r).await["account"]["id"], 1);
+    control_put(
+        &c,
+        &sb,
+        "/_sandbox/fub/config",
+        json!({"account_id": 77, "user_id": 9}),
+    )
+    .await;
+    let r = fub(&c, reqwest::Method::GET, format!("{base}/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "fub-account-id"), Some("77"));
+    assert_eq!(header(&r, "fub-user-id"), Some("9"));
+    assert_eq!(body(r).await["id"], 9);
+    let v = body(bearer(format!("{base}/identity")).await.unwrap()).await;
+    assert_eq!(v["account"]["id"], 77);
+    // Revoking the grants: the access token and the refresh token are dead.
+    let v = control_post(&c, &sb, "/_sandbox/fub/revoke-grants", json!({})).await;
+    assert_eq!(v["revoked"], 2);
+    let r = bearer(format!("{base}/people")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c
+        .post(sb.fub_token_url())
+        .basic_auth("sandbox-fub-client", Some("sandbox-fub-secret"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body(r).await["error"], "invalid_grant");
+    // Revoking the API keys: 401.
+    let v = control_post(&c, &sb, "/_sandbox/fub/revoke-keys", json!({})).await;
+    assert_eq!(v["revoked"], 1);
+    let r = fub(&c, reqwest::Method::GET, format!("{base}/people"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(header(&r, "fub-account-id").is_none());
+    // REX: OAuth grants and login sessions.
+    let t = control_post(&c, &sb, "/_sandbox/rex/tokens", json!({})).await;
+    let login = rex_login(&c, &sb).await;
+    for tok in [t["access_token"].as_str().unwrap(), login.as_str()] {
+        let v = rex_call(&c, &sb, tok, "contacts/search", json!({})).await;
+        assert!(v["error"].is_null());
+    }
+    assert_eq!(sb.revoke_grants(Some(Provider::Rex)), 3);
+    for tok in [t["access_token"].as_str().unwrap(), login.as_str()] {
+        let v = rex_call(&c, &sb, tok, "contacts/search", json!({})).await;
+        assert_eq!(v["error"]["type"], "AuthenticationError");
+    }
+    let r = c
+        .post(sb.rex_token_url())
+        .basic_auth("sandbox-rex-client", Some("sandbox-rex-secret"))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(body(r).await["error"], "invalid_grant");
+    // REX has no documented whoami: the login's account_id is checked.
+    let login_with = |acc: u64| {
+        c.post(sb.url("/rex/v1/rex/Authentication/login"))
+            .json(&json!({"email": "agent@example.com", "password": "sandbox-password", "account_id": acc}))
+            .send()
+    };
+    let v = body(login_with(3487).await.unwrap()).await;
+    assert!(v["result"].is_string(), "{v}");
+    let v = body(login_with(1).await.unwrap()).await;
+    assert_eq!(v["error"]["type"], "AuthenticationError");
+    let r = c
+        .post(sb.url("/_sandbox/rex/revoke-keys"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Lofty: /me names the team; revoked keys answer 401.
+    let leads = format!("{}/v1.0/leads", sb.lofty_api_base());
+    let me = format!("{}/v1.0/me", sb.lofty_api_base());
+    let v = body(
+        lofty(&c, reqwest::Method::GET, me.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(v["teamId"], 2_000_001);
+    assert_eq!(v["userId"], 1_000_001);
+    control_put(
+        &c,
+        &sb,
+        "/_sandbox/lofty/config",
+        json!({"account_id": 5, "api_keys": ["sandbox-lofty-key", "second"]}),
+    )
+    .await;
+    let v = body(lofty(&c, reqwest::Method::GET, me).send().await.unwrap()).await;
+    assert_eq!(v["teamId"], 5);
+    let v = control_post(
+        &c,
+        &sb,
+        "/_sandbox/lofty/revoke-keys",
+        json!({"keys": ["sandbox-lofty-key"]}),
+    )
+    .await;
+    assert_eq!(v["revoked"], 1);
+    let r = lofty(&c, reqwest::Method::GET, leads.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(body(r).await["code"], "BAD_CREDENTIALS");
+    let r = c
+        .get(&leads)
+        .header("Authorization", "token second")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(sb.revoke_api_keys(Provider::Lofty), 1);
 }
