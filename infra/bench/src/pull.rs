@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crmsync_crm::{CrmAuth, map_record};
+use crmsync_crm::{CrmAuth, Listing, PageRequest, map_record};
 use crmsync_domain::{Contact, Mapped, Provider, SyncCursor, dedupe_by_phone};
 use crmsync_lambda::routes;
 use crmsync_store::Store;
@@ -183,7 +183,12 @@ pub async fn read_rows(stack: &Stack) -> Result<Rows, Error> {
     loop {
         let t = Instant::now();
         let page = client
-            .list_page(&cursor, token.as_deref(), crmsync_app::pull::PAGE_SIZE)
+            .list_page(PageRequest {
+                listing: Listing::All,
+                position: &cursor,
+                page_token: token.as_deref(),
+                limit: crmsync_app::pull::PAGE_SIZE,
+            })
             .await?;
         fetch += t.elapsed();
         let t = Instant::now();
@@ -294,12 +299,13 @@ pub async fn naive_run(stack: &Stack, rows: &[Contact]) -> Result<(f64, u64), Er
     for c in rows {
         let phone = c.phone.as_str();
         let source = c.source.as_str();
+        let name = c.display_name();
         client
             .execute(
                 &stmt,
                 &[
                     &owner,
-                    &c.name,
+                    &name,
                     &phone,
                     &c.email,
                     &c.notes,
@@ -317,13 +323,32 @@ pub async fn naive_run(stack: &Stack, rows: &[Contact]) -> Result<(f64, u64), Er
     Ok((secs, n))
 }
 
+/// An integration of `owner` for the writes to belong to (its credentials are never opened).
+async fn bench_integration(db_url: &str, owner: Uuid) -> Result<Uuid, Error> {
+    let admin = crmsync_testkit::connect(db_url).await;
+    let row = admin
+        .query_one(
+            "INSERT INTO crm_integrations
+                (user_id, provider, auth_type, credentials_ciphertext, credentials_nonce,
+                 credentials_key_version)
+             VALUES ($1, 'followupboss', 'api_key', '\\x00', '\\x000000000000000000000000', 'bench')
+             RETURNING id",
+            &[&owner],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// Wall time of the sync's writes alone: each page with the store's page upsert, no CRM.
 pub async fn batched_run(stack: &Stack, pages: &[Vec<Contact>]) -> Result<(f64, u64), Error> {
     let d = stack.deploy().await?;
     let store = Store::connect(&d.db_url, 1)?;
     let owner = Uuid::new_v4();
+    let integration = bench_integration(&d.db_url, owner).await?;
     // The first statement opens the connection; keep that out of the timing.
-    store.upsert_contacts(owner, Vec::new()).await?;
+    store
+        .upsert_contacts(owner, integration, Vec::new())
+        .await?;
     // Gathered as the sync's writer gathers pages that arrive faster than it writes.
     let mut batches: Vec<Vec<Contact>> = Vec::new();
     for page in pages {
@@ -334,7 +359,7 @@ pub async fn batched_run(stack: &Stack, pages: &[Vec<Contact>]) -> Result<(f64, 
     }
     let started = Instant::now();
     for batch in batches {
-        store.upsert_contacts(owner, batch).await?;
+        store.upsert_contacts(owner, integration, batch).await?;
     }
     let secs = started.elapsed().as_secs_f64();
     drop(store);

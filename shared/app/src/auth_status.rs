@@ -7,7 +7,7 @@ use crmsync_domain::Provider;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::credentials::crm_client;
+use crate::credentials::Connection;
 use crate::{AppError, Context};
 
 /// The state of a user's connection to a CRM.
@@ -45,12 +45,19 @@ pub async fn auth_status(
             integration_id: None,
         });
     };
-    // Refreshes an expired OAuth token, then asks the CRM whether it takes the credentials.
-    let token_valid = match crm_client(ctx, &integration).await {
-        Ok(client) => match client.verify_credentials().await {
-            Ok(()) => true,
-            Err(CrmError::InvalidCredentials) => false,
-            Err(e) => return Err(AppError::from_crm(provider, e)),
+    // Refreshes an expired OAuth token, then asks the CRM whether it takes the credentials (a refused
+    // token is refreshed once; credentials refused for good set the integration `needs_reauth`).
+    let token_valid = match Connection::open(ctx, &integration).await {
+        Ok(mut conn) => loop {
+            match conn.client.verify_credentials().await {
+                Ok(()) => break true,
+                Err(CrmError::InvalidCredentials) => {
+                    if conn.recover().await.is_err() {
+                        break false;
+                    }
+                }
+                Err(e) => return Err(AppError::from_crm(provider, e)),
+            }
         },
         Err(AppError::InvalidCredentials(_)) => false,
         Err(e) => return Err(e),

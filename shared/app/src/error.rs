@@ -90,6 +90,9 @@ impl AppError {
                 AppError::Upstream(format!("{crm} sent an answer we could not read."))
             }
             CrmError::NotFound => AppError::Upstream(format!("{crm} did not find the record.")),
+            CrmError::ListingTooDeep => {
+                AppError::Upstream(format!("{crm} would not list the records any further."))
+            }
         }
     }
 }

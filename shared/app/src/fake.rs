@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crmsync_crm::{Crm, CrmClient, CrmError, CrmKind, Page, PushAction, PushResult};
-use crmsync_domain::{Lead, PhoneNumber, Provider, SyncCursor};
+use crmsync_crm::{Crm, CrmClient, CrmError, CrmKind, Page, PageRequest, PushAction, PushResult};
+use crmsync_domain::{Lead, PhoneNumber, Provider};
 use serde_json::{Value, json};
 
 type Script<T> = Mutex<VecDeque<Result<T, CrmError>>>;
@@ -87,14 +87,9 @@ impl Crm for FakeCrm {
         None
     }
 
-    async fn list_page(
-        &self,
-        _cursor: &SyncCursor,
-        page_token: Option<&str>,
-        _limit: u32,
-    ) -> Result<Page, CrmError> {
+    async fn list_page(&self, request: PageRequest<'_>) -> Result<Page, CrmError> {
         self.record(Call::List {
-            page_token: page_token.map(str::to_owned),
+            page_token: request.page_token.map(str::to_owned),
         });
         let next = self.pages.lock().unwrap().pop_front();
         next.unwrap_or_else(|| Ok(page(vec![], None)))
@@ -102,6 +97,10 @@ impl Crm for FakeCrm {
 
     async fn verify_credentials(&self) -> Result<(), CrmError> {
         Ok(())
+    }
+
+    async fn account(&self) -> Result<crmsync_crm::Account, CrmError> {
+        Ok(Default::default())
     }
 
     async fn find_by_phone(

@@ -89,7 +89,8 @@ pub async fn update(
 ) -> Result<IntegrationView, AppError> {
     if patch.is_empty() {
         return Err(AppError::BadRequest(
-            "Nothing to change: give at least one of `autoSync`, `riskThreshold`, `status`.".into(),
+            "Nothing to change: give at least one of `autoSync`, `riskThreshold`, `status`, `phoneRegion`."
+                .into(),
         ));
     }
     let view = ctx

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use crate::credentials::{oauth_config, save_connection, stored_credentials};
+use crate::credentials::{NewConnection, oauth_config, save_connection, stored_credentials};
 use crate::{AppError, Context};
 
 /// How long a started flow may take: the lifetime of its state.
@@ -181,8 +181,29 @@ pub async fn finish(
         tracing::warn!(provider = provider.as_str(), error = %e, "OAuth code exchange failed");
         CallbackError::ExchangeFailed
     })?;
+    // Which account the token belongs to, where the CRM tells it: a reconnect to another account
+    // starts the sync afresh. A CRM that cannot say now does not stop the connection.
+    let client = ctx.crms.client(
+        provider,
+        crmsync_crm::CrmAuth::OAuth {
+            access_token: tokens.access_token.clone(),
+        },
+    );
+    let account = match client.account().await {
+        Ok(account) => account,
+        Err(e) => {
+            tracing::warn!(provider = provider.as_str(), error = %e, "cannot tell the account of a new connection");
+            Default::default()
+        }
+    };
     let (credentials, expires) = stored_credentials(tokens, None);
-    save_connection(ctx, user, provider, AuthType::OAuth, &credentials, expires)
+    let connection = NewConnection {
+        auth_type: AuthType::OAuth,
+        credentials: &credentials,
+        expires,
+        account_id: account.id.as_deref(),
+    };
+    save_connection(ctx, user, provider, connection)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "cannot store an OAuth connection");

@@ -20,8 +20,8 @@ use crmsync_store::{ClaimedDelivery, DeliveryOutcome, IntegrationRecord, NewLead
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::credentials::crm_client;
-use crate::pull::{self, SyncMetrics};
+use crate::credentials::{Connection, Session};
+use crate::pull::{self, SyncMetrics, SyncRequest};
 use crate::{AppError, Context};
 
 /// How long a claimed delivery is reserved for its processor.
@@ -331,7 +331,7 @@ async fn push_claimed(
     let Some(phone) = lead.phone.clone() else {
         return failed("The lead has no phone number.".into());
     };
-    let client = match crm_client(ctx, integration).await {
+    let mut conn = match Connection::open(ctx, integration).await {
         Ok(c) => c,
         Err(e) => return failed(e.detail()),
     };
@@ -340,8 +340,9 @@ async fn push_claimed(
         previous_attempts: claimed.attempts,
         deadline,
     };
+    let client = conn.client.clone();
     let mut pace = || pace(ctx, &client, integration, deadline);
-    push_with_retries(&client, &lead, &phone, &attempt, &mut pace).await
+    push_with_retries(&mut conn, &lead, &phone, &attempt, &mut pace).await
 }
 
 /// The terms of one round of attempts at a push.
@@ -356,7 +357,7 @@ struct Attempt {
 /// next try would be past the deadline. A failure waits for the CRM's `Retry-After`, else for the retry
 /// policy's backoff; a push that cannot get its turn before the deadline (`pace`) is deferred.
 async fn push_with_retries<P, F>(
-    client: &CrmClient,
+    conn: &mut impl Session,
     lead: &Lead,
     phone: &PhoneNumber,
     attempt: &Attempt,
@@ -366,11 +367,12 @@ where
     P: FnMut() -> F,
     F: Future<Output = Result<(), Duration>>,
 {
-    let provider = client.provider();
+    let provider = conn.client().provider();
     let retry = attempt.retry;
     let mut attempts: i32 = 0;
+    let mut recovered = false;
     loop {
-        let result = match push_once(client, lead, phone, pace).await {
+        let result = match push_once(conn.client(), lead, phone, pace).await {
             Ok(result) => result,
             Err(wait) if attempts == 0 => {
                 return DeliveryOutcome::Deferred {
@@ -396,6 +398,18 @@ where
                     action: done.action.as_str().to_owned(),
                     attempts,
                 };
+            }
+            // Refused credentials: a fresh token is tried once; credentials that cannot be recovered
+            // leave the integration `needs_reauth`.
+            Err(CrmError::InvalidCredentials) if !recovered => {
+                recovered = true;
+                if let Err(e) = conn.recover().await {
+                    return DeliveryOutcome::Failed {
+                        error: e.detail(),
+                        attempts,
+                        retry_at: next_try(attempt.previous_attempts + attempts),
+                    };
+                }
             }
             Err(e) => {
                 let retryable = e.is_retryable();
@@ -460,16 +474,18 @@ pub struct IntegrationSynced {
     pub pending: usize,
 }
 
-/// Runs `integration` now: a pull (`since` replaces its cursor), then its due deliveries, until
-/// `deadline`.
+/// Runs `integration` now: a pull (`since` replaces its cursor; `full` reads the whole account), then
+/// its due deliveries, until `deadline`.
 pub async fn sync_integration(
     ctx: &Context,
     integration: &IntegrationRecord,
     since: Option<chrono::DateTime<Utc>>,
+    full: bool,
     deadline: Instant,
 ) -> Result<IntegrationSynced, AppError> {
     let user = integration.user_id;
-    let metrics = pull::sync(ctx, integration, since, Trigger::Manual, Some(deadline)).await?;
+    let request = SyncRequest { since, full };
+    let metrics = pull::sync(ctx, integration, request, Trigger::Manual, Some(deadline)).await?;
     let due = ctx
         .store
         .due_deliveries(user, Some(integration.id), DRAIN_BATCH)
@@ -529,10 +545,26 @@ mod tests {
             }
         }
 
+        /// A client that cannot recover from refused credentials.
+        struct Plain(CrmClient);
+
+        impl Session for Plain {
+            fn client(&self) -> &CrmClient {
+                &self.0
+            }
+
+            async fn recover(&mut self) -> Result<(), AppError> {
+                Err(AppError::InvalidCredentials(
+                    "Follow Up Boss refused the credentials; reconnect the integration.".into(),
+                ))
+            }
+        }
+
         async fn push(crm: &std::sync::Arc<FakeCrm>, attempt: &Attempt) -> DeliveryOutcome {
             let (lead, phone) = lead();
             let mut pace = || async { Ok(()) };
-            push_with_retries(&crm.client(), &lead, &phone, attempt, &mut pace).await
+            let mut session = Plain(crm.client());
+            push_with_retries(&mut session, &lead, &phone, attempt, &mut pace).await
         }
 
         fn transport() -> CrmError {
@@ -656,7 +688,7 @@ mod tests {
             let (lead, phone) = lead();
             let mut pace = || async { Err(Duration::from_secs(60)) };
             let outcome = push_with_retries(
-                &crm.client(),
+                &mut Plain(crm.client()),
                 &lead,
                 &phone,
                 &attempt(Duration::from_secs(5)),
@@ -685,7 +717,7 @@ mod tests {
                 }
             };
             let outcome = push_with_retries(
-                &crm.client(),
+                &mut Plain(crm.client()),
                 &lead,
                 &phone,
                 &attempt(Duration::from_secs(5)),

@@ -67,7 +67,7 @@ pub async fn run(ctx: &Context, deadline: Instant) -> Result<RunReport, AppError
                 let result = pull::sync(
                     ctx,
                     &integration,
-                    None,
+                    pull::SyncRequest::default(),
                     Trigger::Schedule,
                     Some(pull_deadline),
                 )

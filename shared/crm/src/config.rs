@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use crmsync_domain::Region;
 use serde::Deserialize;
 
 use crate::{followupboss, lofty, rex};
@@ -29,20 +30,47 @@ pub struct CrmSettings {
     pub lofty: lofty::Settings,
 }
 
+/// A setting that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("environment variable {name} is invalid: {why}")]
+pub struct BadSetting {
+    pub name: &'static str,
+    pub why: String,
+}
+
 impl CrmSettings {
     /// Reads every CRM's settings through `lookup` (the environment, or a map in tests); empty values
     /// count as unset.
-    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>, common: &Common) -> Self {
+    pub fn from_lookup(
+        lookup: &dyn Fn(&str) -> Option<String>,
+        common: &Common,
+    ) -> Result<Self, BadSetting> {
         let get = |name: &str| {
             lookup(name)
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
-        CrmSettings {
-            rex: rex::Settings::from_lookup(&get, common),
-            followupboss: followupboss::Settings::from_lookup(&get, common),
-            lofty: lofty::Settings::from_lookup(&get, common),
-        }
+        Ok(CrmSettings {
+            rex: rex::Settings::from_lookup(&get, common)?,
+            followupboss: followupboss::Settings::from_lookup(&get, common)?,
+            lofty: lofty::Settings::from_lookup(&get, common)?,
+        })
+    }
+}
+
+/// The phone region of a CRM's integrations (numbers written without a country code are read in it):
+/// the variable `name` when set, else `default`.
+pub(crate) fn phone_region(
+    get: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: Region,
+) -> Result<Region, BadSetting> {
+    match get(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| BadSetting {
+            name,
+            why: format!("`{v}` is not a two-letter region code such as US, AU or GB"),
+        }),
     }
 }
 
@@ -108,7 +136,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        CrmSettings::from_lookup(&|k| map.get(k).cloned(), common)
+        CrmSettings::from_lookup(&|k| map.get(k).cloned(), common).unwrap()
     }
 
     #[test]
@@ -144,6 +172,24 @@ mod tests {
             "https://dash.example.com/api/integrations/followupboss/oauth/callback"
         );
         assert_eq!(s.lofty.api_base, "https://api.lofty.com");
+        // REX is Australian; Follow Up Boss and Lofty are American.
+        assert_eq!(s.rex.phone_region, Region::AU);
+        assert_eq!(s.followupboss.phone_region, Region::US);
+        assert_eq!(s.lofty.phone_region, Region::US);
+    }
+
+    #[test]
+    fn a_deployment_sets_each_crms_phone_region() {
+        let s = settings(
+            &[("REX_PHONE_REGION", "nz"), ("LOFTY_PHONE_REGION", "CA")],
+            &common(),
+        );
+        assert_eq!(s.rex.phone_region, "NZ".parse().unwrap());
+        assert_eq!(s.lofty.phone_region, Region::CA);
+        let map: HashMap<String, String> =
+            HashMap::from([("FOLLOWUPBOSS_PHONE_REGION".into(), "Narnia".into())]);
+        let err = CrmSettings::from_lookup(&|k| map.get(k).cloned(), &common()).unwrap_err();
+        assert_eq!(err.name, "FOLLOWUPBOSS_PHONE_REGION");
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub enum CrmError {
     /// The record does not exist in the CRM.
     #[error("the record was not found in the CRM")]
     NotFound,
+    /// The CRM refuses to list further this way (deep offsets): read the account in full instead.
+    #[error("the CRM does not page this listing any deeper")]
+    ListingTooDeep,
 }
 
 impl CrmError {
@@ -45,7 +48,7 @@ impl CrmError {
         match self {
             CrmError::Transport(_) | CrmError::RateLimited { .. } | CrmError::Decode(_) => true,
             CrmError::Upstream { status, .. } => *status >= 500 || *status == 408 || *status == 429,
-            CrmError::InvalidCredentials | CrmError::NotFound => false,
+            CrmError::InvalidCredentials | CrmError::NotFound | CrmError::ListingTooDeep => false,
         }
     }
 }

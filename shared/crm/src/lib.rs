@@ -28,11 +28,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use crmsync_domain::{Lead, Mapped, PhoneNumber, Provider, Region, SyncCursor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use config::{Common, CrmConfig, CrmSecrets, CrmSettings};
+pub use config::{BadSetting, Common, CrmConfig, CrmSecrets, CrmSettings};
 pub use error::CrmError;
 pub use oauth::{OAuthConfig, OAuthFlavour, TokenSet};
 pub use transport::{CrmHttp, Pacer, RetryPolicy, Sleeper, Timeouts};
@@ -56,6 +57,20 @@ pub trait CrmKind: Send + Sync + 'static {
     /// Whether a page token saved by an interrupted sync still lists the same records when a later run
     /// resumes with it. When it does not, a resumed sync starts from its cursor instead.
     fn page_token_survives_restart(&self) -> bool;
+
+    /// Whether the CRM can list the records changed since a time ([`Listing::Changes`]). A CRM that
+    /// cannot (its records carry no update time) is read in full every time and compared with what
+    /// was stored.
+    fn lists_changes(&self) -> bool;
+
+    /// Whether the CRM's listings page by the cursor itself (the position of the last record read),
+    /// rather than by a token of the CRM's: the reader then keeps the listing's position as a
+    /// [`SyncCursor`] and passes it back.
+    fn pages_by_cursor(&self) -> bool;
+
+    /// The region numbers written without a country code are read in, for this CRM's accounts
+    /// (its setting; users may choose another per integration).
+    fn phone_region(&self, settings: &CrmSettings) -> Region;
 
     /// Maps one record of this CRM to a contact (or says why it cannot be one). Total: junk never
     /// panics.
@@ -93,6 +108,37 @@ pub fn map_record(provider: Provider, record: &Value, region: Region) -> Mapped 
     kind(provider).map_record(record, region)
 }
 
+/// What a listing reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// The records changed at or after `since`, with the records the CRM marks deleted where it lists
+    /// them. A listing that could not go deeper ends with [`CrmError::ListingTooDeep`].
+    Changes { since: Option<DateTime<Utc>> },
+    /// Every record of the account (a complete scan: what it does not show is gone).
+    All,
+}
+
+/// One page to read.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest<'a> {
+    pub listing: Listing,
+    /// The listing's position: the last record read, for a CRM that pages by it
+    /// ([`CrmKind::pages_by_cursor`]); others ignore it.
+    pub position: &'a SyncCursor,
+    /// The token of the previous page, if it gave one.
+    pub page_token: Option<&'a str>,
+    /// Records asked for (1..=100; a CRM may answer fewer).
+    pub limit: u32,
+}
+
+/// What a CRM says about the account credentials belong to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Account {
+    /// The CRM's id of the account, where the CRM tells it (a reconnect to another account starts the
+    /// sync afresh).
+    pub id: Option<String>,
+}
+
 /// One CRM account: what the pull and the push ask of a CRM.
 #[async_trait::async_trait]
 pub trait Crm: Send + Sync {
@@ -103,18 +149,16 @@ pub trait Crm: Send + Sync {
     /// window), once a response carried them.
     fn advertised_rate(&self) -> Option<(u32, Duration)>;
 
-    /// One page of raw records, oldest update first, from `cursor` (and `page_token`, the token of a
-    /// previous page). `limit` is clamped to 1..=100.
-    async fn list_page(
-        &self,
-        cursor: &SyncCursor,
-        page_token: Option<&str>,
-        limit: u32,
-    ) -> Result<Page, CrmError>;
+    /// One page of raw records of a listing.
+    async fn list_page(&self, request: PageRequest<'_>) -> Result<Page, CrmError>;
 
-    /// One cheap authenticated call, to check credentials when an account is connected. A refused key
-    /// or token is [`CrmError::InvalidCredentials`].
+    /// One cheap authenticated call, to check credentials. A refused key or token is
+    /// [`CrmError::InvalidCredentials`].
     async fn verify_credentials(&self) -> Result<(), CrmError>;
+
+    /// The account the credentials belong to, where the CRM tells it (checking the credentials on
+    /// the way); a CRM that documents no such call answers without asking.
+    async fn account(&self) -> Result<Account, CrmError>;
 
     /// The person whose phone is `phone`, confirmed on the record's own phones (CRMs store free
     /// formats): its id and its record, as an update needs it.
@@ -170,21 +214,20 @@ impl CrmClient {
         self.0.advertised_rate()
     }
 
-    /// See [`Crm::list_page`].
-    pub async fn list_page(
-        &self,
-        cursor: &SyncCursor,
-        page_token: Option<&str>,
-        limit: u32,
-    ) -> Result<Page, CrmError> {
-        self.0
-            .list_page(cursor, page_token, limit.clamp(1, 100))
-            .await
+    /// See [`Crm::list_page`]. `limit` is clamped to 1..=100.
+    pub async fn list_page(&self, request: PageRequest<'_>) -> Result<Page, CrmError> {
+        let limit = request.limit.clamp(1, 100);
+        self.0.list_page(PageRequest { limit, ..request }).await
     }
 
     /// See [`Crm::verify_credentials`].
     pub async fn verify_credentials(&self) -> Result<(), CrmError> {
         self.0.verify_credentials().await
+    }
+
+    /// See [`Crm::account`].
+    pub async fn account(&self) -> Result<Account, CrmError> {
+        self.0.account().await
     }
 
     /// See [`Crm::find_by_phone`].
@@ -247,11 +290,12 @@ impl fmt::Debug for CrmAuth {
     }
 }
 
-/// One page of raw CRM records, oldest update first.
+/// One page of raw CRM records.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
     pub records: Vec<Value>,
-    /// The token for the next page (FUB `next`, Lofty `scrollId`, REX an offset within one second).
+    /// The token for the next page (FUB `next` or an offset, Lofty `scrollId`, REX an offset within one
+    /// second).
     pub next_token: Option<String>,
     /// Whether another page should be asked for.
     pub has_more: bool,

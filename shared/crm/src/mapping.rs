@@ -54,6 +54,9 @@ pub(crate) struct Draft {
     pub phones: Candidates,
     pub notes: Option<String>,
     pub updated_at: Option<DateTime<Utc>>,
+    pub created_at: Option<DateTime<Utc>>,
+    /// The CRM marks the record deleted (trashed, archived).
+    pub deleted: bool,
 }
 
 impl Draft {
@@ -82,16 +85,12 @@ impl Draft {
                     external_id: self.external_id,
                     reason,
                     updated_at: self.updated_at,
+                    deleted: self.deleted,
                 });
             }
         };
         let email = self.email();
-        let name = self
-            .name
-            .as_deref()
-            .and_then(json::clean_name)
-            .or_else(|| email.clone())
-            .unwrap_or_else(|| phone.as_str().to_owned());
+        let name = self.name.as_deref().and_then(json::clean_name);
         Mapped::Contact(Contact {
             external_id: self.external_id,
             name,
@@ -102,7 +101,9 @@ impl Draft {
                 (!t.is_empty()).then(|| t.to_owned())
             }),
             updated_at: self.updated_at,
+            created_at: self.created_at,
             source,
+            deleted: self.deleted,
         })
     }
 }
@@ -229,7 +230,7 @@ mod tests {
             Provider::FollowUpBoss
         );
         assert_eq!(get(Provider::Lofty, &lofty).phone.as_str(), "+14155550124");
-        assert_eq!(get(Provider::Rex, &rex).name, "C");
+        assert_eq!(get(Provider::Rex, &rex).display_name(), "C");
         // The id field differs per CRM: FUB reads `id`, so a Lofty record has no FUB id.
         assert_eq!(
             crate::map_record(Provider::FollowUpBoss, &lofty, Region::US).external_id(),
@@ -242,18 +243,20 @@ mod tests {
     }
 
     #[test]
-    fn name_falls_back_to_email_then_phone() {
+    fn a_record_without_a_name_has_none_and_shows_its_email_then_its_phone() {
         let mut d = Draft::default();
         d.phones.add(Some("415 555 0123".into()), false);
         d.emails.add(Some(" Who@Example.com".into()), false);
         let c = d.finish(Provider::Rex, Region::US).into_contact().unwrap();
-        assert_eq!(c.name, "who@example.com");
+        assert_eq!(c.name, None);
+        assert_eq!(c.display_name(), "who@example.com");
 
         let mut d = Draft::default();
         d.phones.add(Some("415 555 0123".into()), false);
         d.name = Some("   ".into());
         let c = d.finish(Provider::Rex, Region::US).into_contact().unwrap();
-        assert_eq!(c.name, "+14155550123");
+        assert_eq!(c.name, None);
+        assert_eq!(c.display_name(), "+14155550123");
     }
 
     #[test]

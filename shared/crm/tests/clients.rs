@@ -14,8 +14,8 @@ use crmsync_crm::lofty::mapping as lofty;
 use crmsync_crm::oauth::{self, OAuthConfig};
 use crmsync_crm::rex::mapping as rex;
 use crmsync_crm::{
-    Common, CrmAuth, CrmClient, CrmConfig, CrmError, CrmHttp, CrmSecrets, CrmSettings, PushAction,
-    RetryPolicy, Sleeper, Timeouts,
+    Common, CrmAuth, CrmClient, CrmConfig, CrmError, CrmHttp, CrmSecrets, CrmSettings, Listing,
+    PageRequest, PushAction, RetryPolicy, Sleeper, Timeouts,
 };
 use crmsync_domain::{Lead, LeadPayload, PhoneNumber, Provider, Region, SyncCursor};
 use serde_json::{Value, json};
@@ -80,7 +80,7 @@ impl Env {
             sandbox_url: Some(uri.clone()),
             default_sandbox_url: uri.clone(),
         };
-        let settings = CrmSettings::from_lookup(&|_| None, &common);
+        let settings = CrmSettings::from_lookup(&|_| None, &common).unwrap();
         let secrets: CrmSecrets = serde_json::from_value(json!({
             "rex_client_id": "rex-client",
             "rex_client_secret": "rex-secret",
@@ -393,6 +393,38 @@ async fn refused_grant_means_reconnect_and_token_5xx_is_not_retried() {
     assert!(err.is_retryable());
 }
 
+/// The position of a listing that has read nothing yet.
+static START: SyncCursor = SyncCursor {
+    since: None,
+    boundary_ids: Vec::new(),
+};
+
+/// A page of a complete read.
+fn whole(page_token: Option<&str>, limit: u32) -> PageRequest<'_> {
+    PageRequest {
+        listing: Listing::All,
+        position: &START,
+        page_token,
+        limit,
+    }
+}
+
+/// A page of the changes since `position`.
+fn changes<'a>(
+    position: &'a SyncCursor,
+    page_token: Option<&'a str>,
+    limit: u32,
+) -> PageRequest<'a> {
+    PageRequest {
+        listing: Listing::Changes {
+            since: position.since,
+        },
+        position,
+        page_token,
+        limit,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Headers
 
@@ -420,7 +452,7 @@ async fn fub_sends_system_headers_and_basic_key_on_every_call() {
 
     let c = env.fub();
     c.verify_credentials().await.unwrap();
-    c.list_page(&SyncCursor::default(), None, 10).await.unwrap();
+    c.list_page(whole(None, 10)).await.unwrap();
     let (id, existing) = c.find_by_phone(&phone()).await.unwrap().unwrap();
     c.create(&jane()).await.unwrap();
     c.update(&id, &existing, &jane()).await.unwrap();
@@ -548,7 +580,7 @@ async fn rex_search_body_comes_from_the_cursor() {
     // offset of their count would skip a record if one of them had changed since).
     let page = env
         .rex()
-        .list_page(&cursor, Some("ignored"), 2)
+        .list_page(changes(&cursor, Some("ignored"), 2))
         .await
         .unwrap();
     assert_eq!(ids(&page.records, "id"), ["\"36685961\"", "36685962"]);
@@ -573,7 +605,7 @@ async fn rex_search_body_comes_from_the_cursor() {
         .await;
     let page = env
         .rex()
-        .list_page(&cursor, Some("1694194202:2"), 2)
+        .list_page(changes(&cursor, Some("1694194202:2"), 2))
         .await
         .unwrap();
     assert_eq!(page.next_token.as_deref(), Some("1694194202:4"));
@@ -590,22 +622,24 @@ async fn rex_search_body_comes_from_the_cursor() {
         .expect(1)
         .mount(&env.server)
         .await;
-    let page = env
-        .rex()
-        .list_page(&SyncCursor::default(), None, 500)
-        .await
-        .unwrap();
+    let page = env.rex().list_page(whole(None, 500)).await.unwrap();
     assert!(page.records.is_empty() && !page.has_more);
 }
 
 #[tokio::test]
-async fn fub_pagination_follows_next_and_never_deep_offsets() {
+async fn fub_complete_read_follows_next_and_never_deep_offsets() {
     let env = Env::start().await;
+    // The default (reverse id) order, the one keyset paging is documented for; trashed people
+    // included; the fields named (crm-apis §4: allFields "may return very large responses").
     Mock::given(method("GET"))
         .and(path("/fub/v1/people"))
-        .and(query_param("sort", "updated"))
+        .and(query_param_is_missing("sort"))
+        .and(query_param("includeTrash", "true"))
         .and(query_param("limit", "100"))
-        .and(query_param("fields", "allFields"))
+        .and(query_param(
+            "fields",
+            "id,created,updated,name,firstName,lastName,stage,emails,phones,background",
+        ))
         .and(query_param_is_missing("next"))
         .respond_with(ok_json(
             json!({"_metadata": {"next": "eyJzaW5jZUlkIjoxMDV9", "offset": 0},
@@ -627,10 +661,7 @@ async fn fub_pagination_follows_next_and_never_deep_offsets() {
     let c = env.fub();
     let (mut all, mut token) = (Vec::new(), None::<String>);
     loop {
-        let page = c
-            .list_page(&SyncCursor::default(), token.as_deref(), 250)
-            .await
-            .unwrap();
+        let page = c.list_page(whole(token.as_deref(), 250)).await.unwrap();
         all.extend(page.records);
         if !page.has_more {
             break;
@@ -644,11 +675,64 @@ async fn fub_pagination_follows_next_and_never_deep_offsets() {
 }
 
 #[tokio::test]
+async fn fub_changes_are_read_newest_first_until_the_cursor() {
+    let env = Env::start().await;
+    let since = SyncCursor::starting_at("2026-03-01T00:00:00Z".parse().unwrap());
+    // Newest first; FUB gives no `next` for this order, so the next page is read by offset.
+    Mock::given(method("GET"))
+        .and(path("/fub/v1/people"))
+        .and(query_param("sort", "-updated"))
+        .and(query_param("includeTrash", "true"))
+        .and(query_param_is_missing("offset"))
+        .respond_with(ok_json(json!({"_metadata": {"next": null}, "people": [
+            {"id": 9, "updated": "2026-03-05T00:00:00Z"},
+            {"id": 8, "updated": "2026-03-04T00:00:00Z"}
+        ]})))
+        .expect(1)
+        .mount(&env.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/fub/v1/people"))
+        .and(query_param("sort", "-updated"))
+        .and(query_param("offset", "2"))
+        .respond_with(ok_json(json!({"_metadata": {"next": null}, "people": [
+            {"id": 7, "updated": "2026-03-02T00:00:00Z"},
+            {"id": 6, "updated": "2026-02-01T00:00:00Z"}
+        ]})))
+        .expect(1)
+        .mount(&env.server)
+        .await;
+    let c = env.fub();
+    let first = c.list_page(changes(&since, None, 2)).await.unwrap();
+    assert_eq!(ids(&first.records, "id"), ["9", "8"]);
+    assert!(first.has_more);
+    assert_eq!(first.next_token.as_deref(), Some("offset:2"));
+    let second = c
+        .list_page(changes(&since, first.next_token.as_deref(), 2))
+        .await
+        .unwrap();
+    assert_eq!(ids(&second.records, "id"), ["7", "6"]);
+    assert!(
+        !second.has_more,
+        "the page that reaches the cursor is the last one needed"
+    );
+
+    // Deeper than FUB pages by offset: the caller reads the account in full instead.
+    let err = c
+        .list_page(changes(&since, Some("offset:2100"), 100))
+        .await
+        .unwrap_err();
+    assert_eq!(err, CrmError::ListingTooDeep);
+    assert_eq!(env.requests().await.len(), 2, "no request for it");
+}
+
+#[tokio::test]
 async fn lofty_pagination_follows_scroll_id_under_either_metadata_key() {
     let env = Env::start().await;
+    // No sort: Lofty ignores the undocumented ones (crm-apis §2.6, §4).
     Mock::given(method("GET"))
         .and(path("/lofty/v1.0/leads"))
-        .and(query_param("sort", "updateTime"))
+        .and(query_param_is_missing("sort"))
         .and(query_param("limit", "2"))
         .and(query_param_is_missing("scrollId"))
         .respond_with(ok_json(
@@ -677,10 +761,7 @@ async fn lofty_pagination_follows_scroll_id_under_either_metadata_key() {
     let c = env.lofty();
     let (mut all, mut token) = (Vec::new(), None::<String>);
     loop {
-        let page = c
-            .list_page(&SyncCursor::default(), token.as_deref(), 2)
-            .await
-            .unwrap();
+        let page = c.list_page(whole(token.as_deref(), 2)).await.unwrap();
         all.extend(page.records);
         if !page.has_more {
             break;
@@ -708,11 +789,7 @@ async fn a_get_that_fails_with_500_then_succeeds_is_retried() {
         .respond_with(ok_json(json!({"people": [{"id": 9}]})))
         .mount(&env.server)
         .await;
-    let page = env
-        .fub()
-        .list_page(&SyncCursor::default(), None, 10)
-        .await
-        .unwrap();
+    let page = env.fub().list_page(whole(None, 10)).await.unwrap();
     assert_eq!(ids(&page.records, "id"), ["9"]);
     assert_eq!(env.requests().await.len(), 2);
     let waits = env.waits.all();
@@ -736,11 +813,7 @@ async fn truncated_json_on_a_get_is_retried_and_persistent_5xx_gives_up() {
         .respond_with(ok_json(json!({"leads": [{"leadId": 1}]})))
         .mount(&env.server)
         .await;
-    let page = env
-        .lofty()
-        .list_page(&SyncCursor::default(), None, 10)
-        .await
-        .unwrap();
+    let page = env.lofty().list_page(whole(None, 10)).await.unwrap();
     assert_eq!(page.records.len(), 1);
 
     Mock::given(method("GET"))
@@ -980,11 +1053,7 @@ async fn rex_http_200_with_error_set_is_an_error() {
         .respond_with(ok_json(echo("AuthenticationError", 401)))
         .mount(&env.server)
         .await;
-    let err = env
-        .rex()
-        .list_page(&SyncCursor::default(), None, 10)
-        .await
-        .unwrap_err();
+    let err = env.rex().list_page(whole(None, 10)).await.unwrap_err();
     assert_eq!(
         err,
         CrmError::Upstream {

@@ -70,7 +70,7 @@ fn rex_full_record_prefers_primary_entries() {
         Region::AU,
     ));
     assert_eq!(c.external_id.as_deref(), Some("36685960"));
-    assert_eq!(c.name, "Olivia Nguyen");
+    assert_eq!(c.display_name(), "Olivia Nguyen");
     assert_eq!(c.email.as_deref(), Some("olivia.nguyen@example.com.au"));
     assert_eq!(c.phone.as_str(), "+61412345678");
     assert_eq!(c.updated_at, Some(at("2024-05-01T10:00:00Z")));
@@ -83,14 +83,14 @@ fn rex_webhook_record_with_a_phone_takes_its_name_from_contact_names() {
     v["related"]["contact_phones"] =
         json!([{"id": 1, "phone_number": "0412 345 678", "phone_primary": true}]);
     let c = contact(rex::map_contact(&v, Region::AU));
-    assert_eq!(c.name, "Test Contact 4");
+    assert_eq!(c.display_name(), "Test Contact 4");
     assert_eq!(c.updated_at, Some(at("2023-09-08T17:30:02Z")));
     assert_eq!(c.email, None);
 
     // Without contact_names, the search key is the name.
     v["related"]["contact_names"] = json!([]);
     assert_eq!(
-        contact(rex::map_contact(&v, Region::AU)).name,
+        contact(rex::map_contact(&v, Region::AU)).display_name(),
         "Test Contact"
     );
 }
@@ -105,14 +105,14 @@ fn rex_search_rows_with_string_and_integer_values() {
 
     let jane = contact(mapped[0].clone());
     assert_eq!(jane.external_id.as_deref(), Some("102"));
-    assert_eq!(jane.name, "Jane Citizen");
+    assert_eq!(jane.display_name(), "Jane Citizen");
     assert_eq!(jane.email.as_deref(), Some("jane@example.com.au"));
     assert_eq!(jane.phone.as_str(), "+61412345678");
     assert_eq!(jane.updated_at, Some(at("2023-09-08T17:30:02Z")));
 
     let bob = contact(mapped[1].clone());
     assert_eq!(bob.external_id.as_deref(), Some("103"));
-    assert_eq!(bob.name, "Bob Builder");
+    assert_eq!(bob.display_name(), "Bob Builder");
     assert_eq!(bob.email.as_deref(), Some("bob@builder"));
     assert_eq!(bob.phone.as_str(), "+61298765432");
     assert_eq!(bob.updated_at, Some(at("2024-05-01T10:00:00Z")));
@@ -128,7 +128,7 @@ fn rex_search_rows_with_string_and_integer_values() {
         Region::US,
     ));
     assert_eq!(
-        (us.phone.as_str(), us.name.as_str(), us.updated_at),
+        (us.phone.as_str(), us.display_name().as_str(), us.updated_at),
         ("+14155550123", "Local Us", None)
     );
 }
@@ -145,7 +145,7 @@ fn rex_seed_generic_shape() {
 
     let sam = contact(m[0].clone());
     assert_eq!(sam.external_id.as_deref(), Some("rex-1"));
-    assert_eq!(sam.name, "Sam Smith");
+    assert_eq!(sam.display_name(), "Sam Smith");
     assert_eq!(sam.email.as_deref(), Some("sam@smith.io"));
     assert_eq!(sam.phone.as_str(), "+14155550123");
     assert_eq!(sam.notes.as_deref(), Some("Met at the open home"));
@@ -153,14 +153,14 @@ fn rex_seed_generic_shape() {
 
     let priya = contact(m[1].clone());
     assert_eq!(priya.external_id.as_deref(), Some("7"));
-    assert_eq!(priya.name, "Priya Patel");
+    assert_eq!(priya.display_name(), "Priya Patel");
     assert_eq!(priya.email.as_deref(), Some("priya@example.com"));
     assert_eq!(priya.phone.as_str(), "+442079460958");
     assert_eq!(priya.notes.as_deref(), Some("Prefers text"));
     assert_eq!(priya.updated_at, Some(at("2024-03-04T04:06:07Z")));
 
     let anon = contact(m[2].clone());
-    assert_eq!(anon.name, "only.email@example.com");
+    assert_eq!(anon.display_name(), "only.email@example.com");
     assert_eq!(anon.phone.as_str(), "+14155550123");
     assert_eq!(anon.updated_at, Some(at("2024-03-04T06:06:07Z")));
 
@@ -181,7 +181,7 @@ fn fub_people_list() {
 
     let maria = contact(m[0].clone());
     assert_eq!(maria.external_id.as_deref(), Some("950"));
-    assert_eq!(maria.name, "Maria Gonzalez");
+    assert_eq!(maria.display_name(), "Maria Gonzalez");
     assert_eq!(
         maria.email.as_deref(),
         Some("maria@example.com"),
@@ -198,7 +198,7 @@ fn fub_people_list() {
 
     let ken = contact(m[1].clone());
     assert_eq!(ken.external_id.as_deref(), Some("951"));
-    assert_eq!(ken.name, "Ken Ito");
+    assert_eq!(ken.display_name(), "Ken Ito");
     assert_eq!(
         ken.phone.as_str(),
         "+61412345678",
@@ -207,7 +207,11 @@ fn fub_people_list() {
     assert_eq!(ken.email, None);
 
     let anon = contact(m[2].clone());
-    assert_eq!(anon.name, "anon@example.org", "no name: the e-mail");
+    assert_eq!(
+        anon.display_name(),
+        "anon@example.org",
+        "no name: the e-mail"
+    );
     assert_eq!(anon.notes, None, "blank background is no notes");
 
     assert_eq!(skip(&m[3]), (Some("953"), SkipReason::NoPhone));
@@ -217,7 +221,8 @@ fn fub_people_list() {
     assert_eq!(junky.external_id.as_deref(), Some("955"));
     assert_eq!(junky.phone.as_str(), "+14155550177");
     assert_eq!(
-        junky.name, "+14155550177",
+        junky.display_name(),
+        "+14155550177",
         "no name and no e-mail: the phone"
     );
     assert_eq!(
@@ -240,7 +245,7 @@ fn lofty_leads_keep_int64_ids_exactly() {
 
     let wei = contact(us[0].clone());
     assert_eq!(wei.external_id.as_deref(), Some("651095960136641"));
-    assert_eq!(wei.name, "Wei Chen");
+    assert_eq!(wei.display_name(), "Wei Chen");
     assert_eq!(wei.email.as_deref(), Some("wei.chen@example.com"));
     assert_eq!(wei.phone.as_str(), "+14155550123");
     assert_eq!(
@@ -271,13 +276,11 @@ fn lofty_leads_in_region_au() {
 
     let olivia = contact(lofty::map_lead(&leads[1], Region::AU));
     assert_eq!(olivia.phone.as_str(), "+61412345678");
-    assert_eq!(olivia.name, "Olivia");
+    assert_eq!(olivia.display_name(), "Olivia");
     assert_eq!(olivia.notes.as_deref(), Some("AU buyer"));
-    assert_eq!(
-        olivia.updated_at,
-        Some(at("2024-05-01T10:00:00Z")),
-        "createTime fallback"
-    );
+    // A lead carries no update time (crm-apis §2.2): its creation time is not taken for one.
+    assert_eq!(olivia.updated_at, None, "no createTime fallback");
+    assert_eq!(olivia.created_at, Some(at("2024-05-01T10:00:00Z")));
 
     let bad = lofty::map_lead(&leads[3], Region::AU);
     assert_eq!(skip(&bad).1, SkipReason::InvalidPhone);
@@ -347,7 +350,7 @@ fn dedupe_across_a_page_of_lofty_leads() {
         .collect();
     let names: Vec<String> = dedupe_by_phone(contacts)
         .into_iter()
-        .map(|c| c.name)
+        .map(|c| c.display_name())
         .collect();
     assert_eq!(names, ["New", "Other"]);
 }

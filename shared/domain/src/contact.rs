@@ -15,12 +15,30 @@ use crate::provider::Provider;
 pub struct Contact {
     /// The CRM's id of the record, as a string (ids may arrive as JSON numbers).
     pub external_id: Option<String>,
-    pub name: String,
+    /// The name the record carries; `None` when it has none (see [`Contact::display_name`]).
+    pub name: Option<String>,
     pub email: Option<String>,
     pub phone: PhoneNumber,
     pub notes: Option<String>,
+    /// When the CRM last changed the record; `None` for a CRM whose records carry no update time.
     pub updated_at: Option<DateTime<Utc>>,
+    /// When the record was created in the CRM, where it says.
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
     pub source: Provider,
+    /// The CRM marks the record deleted (trashed, archived): it is no longer a live source.
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+impl Contact {
+    /// The name to show: the record's name, else its e-mail, else its phone.
+    pub fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .or_else(|| self.email.clone())
+            .unwrap_or_else(|| self.phone.as_str().to_owned())
+    }
 }
 
 /// The inspection shape returned by `contacts/fetch`: exactly
@@ -41,7 +59,7 @@ impl From<&Contact> for NormalizedContact {
     fn from(c: &Contact) -> Self {
         NormalizedContact {
             external_id: c.external_id.clone(),
-            name: c.name.clone(),
+            name: c.display_name(),
             email: c.email.clone(),
             phone_number: c.phone.clone(),
             notes: c.notes.clone(),
@@ -53,8 +71,8 @@ impl From<&Contact> for NormalizedContact {
 impl From<Contact> for NormalizedContact {
     fn from(c: Contact) -> Self {
         NormalizedContact {
+            name: c.display_name(),
             external_id: c.external_id,
-            name: c.name,
             email: c.email,
             phone_number: c.phone,
             notes: c.notes,
@@ -92,6 +110,14 @@ impl Mapped {
         }
     }
 
+    /// Whether the CRM marks the record deleted (trashed, archived), mapped or not.
+    pub fn deleted(&self) -> bool {
+        match self {
+            Mapped::Contact(c) => c.deleted,
+            Mapped::Skipped(s) => s.deleted,
+        }
+    }
+
     /// When the CRM last changed the record, mapped or not.
     pub fn updated_at(&self) -> Option<DateTime<Utc>> {
         match self {
@@ -117,6 +143,9 @@ pub struct Skipped {
     /// When the CRM last changed the record: a sync's cursor moves past skipped records too.
     #[serde(default)]
     pub updated_at: Option<DateTime<Utc>>,
+    /// The CRM marks the record deleted (trashed, archived).
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 /// Why a record was skipped. Serialized in snake_case: `"no_phone"`, `"invalid_phone"`.
@@ -175,12 +204,14 @@ mod tests {
     fn contact(id: &str, phone: &str, updated: Option<&str>) -> Contact {
         Contact {
             external_id: Some(id.to_owned()),
-            name: format!("Name {id}"),
+            name: Some(format!("Name {id}")),
             email: None,
             phone: PhoneNumber::parse(phone, Region::US).unwrap(),
             notes: None,
             updated_at: updated.map(|s| s.parse().unwrap()),
+            created_at: None,
             source: Provider::FollowUpBoss,
+            deleted: false,
         }
     }
 

@@ -4,7 +4,12 @@
 //! timestamp are fetched again; [`SyncCursor::admits`] drops the ones already stored, so they are
 //! neither missed nor counted twice.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
+
+/// How far ahead of our clock a record's update time may be and still move the cursor. A CRM's clock
+/// may run a little ahead of ours; a record dated much further (a typo, a bad import) would otherwise
+/// move the cursor past every record changed before that date, for every later sync.
+pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
 use serde::{Deserialize, Serialize};
 
 /// Persisted per integration (`crm_integrations.sync_cursor`).
@@ -37,6 +42,39 @@ impl SyncCursor {
             (Some(since), Some(t)) => {
                 t > since || (t == since && !self.boundary_ids.iter().any(|b| b == external_id))
             }
+        }
+    }
+
+    /// [`SyncCursor::observe`], unless `updated_at` is later than `latest` (our clock plus
+    /// [`MAX_CLOCK_SKEW`]): such a time is not a high-water mark we can trust, and it changes nothing.
+    /// Returns whether the time was trusted.
+    pub fn observe_until(
+        &mut self,
+        external_id: &str,
+        updated_at: Option<DateTime<Utc>>,
+        latest: DateTime<Utc>,
+    ) -> bool {
+        if updated_at.is_some_and(|t| t > latest) {
+            return false;
+        }
+        self.observe(external_id, updated_at);
+        true
+    }
+
+    /// Takes in what another cursor has seen (the high-water mark of a finished read): the later of
+    /// the two, with the boundary ids of both when they are at the same instant.
+    pub fn merge(&mut self, other: &SyncCursor) {
+        let Some(t) = other.since else { return };
+        match self.since {
+            Some(since) if t < since => {}
+            Some(since) if t == since => {
+                for id in &other.boundary_ids {
+                    if !self.boundary_ids.contains(id) {
+                        self.boundary_ids.push(id.clone());
+                    }
+                }
+            }
+            _ => *self = other.clone(),
         }
     }
 
@@ -124,6 +162,43 @@ mod tests {
             (t(T2), vec!["d".to_owned()])
         );
         assert!(c.admits("a", t(T2)));
+    }
+
+    #[test]
+    fn merging_keeps_the_later_mark_and_both_boundaries_at_a_tie() {
+        let mut a = SyncCursor::default();
+        a.observe("a", t(T1));
+        let mut b = SyncCursor::default();
+        b.observe("b", t(T1));
+        a.merge(&b);
+        assert_eq!(
+            (a.since, a.boundary_ids.clone()),
+            (t(T1), vec!["a".into(), "b".into()])
+        );
+        let mut later = SyncCursor::default();
+        later.observe("c", t(T2));
+        a.merge(&later);
+        assert_eq!(a, later);
+        a.merge(&SyncCursor::default());
+        a.merge(&b);
+        assert_eq!(a, later, "an older or empty mark changes nothing");
+    }
+
+    #[test]
+    fn a_time_in_the_future_does_not_move_the_cursor() {
+        let mut c = SyncCursor::default();
+        let now: DateTime<Utc> = T1.parse().unwrap();
+        let latest = now + MAX_CLOCK_SKEW;
+        assert!(c.observe_until("a", t(T2), latest));
+        assert_eq!(c.since, t(T2));
+        assert!(!c.observe_until("b", t("2030-01-01T00:00:00Z"), latest));
+        assert_eq!(
+            (c.since, c.boundary_ids.clone()),
+            (t(T2), vec!["a".to_owned()])
+        );
+        // A clock a few minutes ahead is tolerated.
+        assert!(c.observe_until("c", t("2024-05-01T10:04:00Z"), latest));
+        assert_eq!(c.since, t("2024-05-01T10:04:00Z"));
     }
 
     #[test]

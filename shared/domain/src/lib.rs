@@ -14,7 +14,7 @@ pub mod provider;
 pub mod status;
 
 pub use contact::{Contact, Mapped, NormalizedContact, SkipReason, Skipped, dedupe_by_phone};
-pub use cursor::SyncCursor;
+pub use cursor::{MAX_CLOCK_SKEW, SyncCursor};
 pub use lead::{Lead, LeadError, LeadEvent, LeadEventKind, LeadPayload};
 pub use phone::{PhoneError, PhoneNumber, Region, UnknownRegion};
 pub use provider::{Provider, UnknownProvider};

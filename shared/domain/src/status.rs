@@ -80,6 +80,9 @@ vocabulary!(
         Paused => "paused",
         /// Set by the system only.
         Error => "error",
+        /// The CRM refused the credentials (a revoked grant, a deleted key): the user has to connect
+        /// again. Set by the system; a successful reconnect makes the integration active.
+        NeedsReauth => "needs_reauth",
     }
 );
 

@@ -51,7 +51,10 @@ impl Settings {
             sandbox_url: get("CRM_SANDBOX_URL"),
             default_sandbox_url: DEFAULT_SANDBOX_URL.into(),
         };
-        let crm = CrmSettings::from_lookup(&get, &common);
+        let crm = CrmSettings::from_lookup(&get, &common).map_err(|e| ConfigError::BadEnv {
+            name: e.name,
+            why: e.why,
+        })?;
         let default_phone_region = match get("DEFAULT_PHONE_REGION") {
             Some(v) => v.parse().map_err(|_| ConfigError::BadEnv {
                 name: "DEFAULT_PHONE_REGION",

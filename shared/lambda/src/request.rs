@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use crmsync_app::pull::SyncRequest;
 use crmsync_domain::Provider;
 use lambda_http::RequestExt;
 use uuid::Uuid;
@@ -50,18 +51,37 @@ pub fn query(req: &lambda_http::Request, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// `?since=` as an RFC 3339 instant.
+/// `?since=` as an RFC 3339 instant, not in the future (beyond a few minutes of clock skew): a cursor
+/// moved past now would hide every change made until then.
 pub fn since(req: &lambda_http::Request) -> Result<Option<DateTime<Utc>>, ApiError> {
-    match query(req, "since") {
-        None => Ok(None),
-        Some(raw) => DateTime::parse_from_rfc3339(raw.trim())
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|_| {
-                ApiError::bad_request(format!(
-                    "`since` must be an RFC 3339 date-time such as 2026-01-31T09:00:00Z; got `{}`.",
-                    raw.chars().take(60).collect::<String>()
-                ))
-            }),
+    let Some(raw) = query(req, "since") else {
+        return Ok(None);
+    };
+    let t = DateTime::parse_from_rfc3339(raw.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "`since` must be an RFC 3339 date-time such as 2026-01-31T09:00:00Z; got `{}`.",
+                raw.chars().take(60).collect::<String>()
+            ))
+        })?;
+    if t > Utc::now() + crmsync_domain::MAX_CLOCK_SKEW {
+        return Err(ApiError::bad_request(format!(
+            "`since` is in the future ({}); give a time that has passed.",
+            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )));
+    }
+    Ok(Some(t))
+}
+
+/// A boolean query parameter (`?full=true`): `true`/`1` or `false`/`0`, `false` when absent.
+pub fn flag(req: &lambda_http::Request, name: &str) -> Result<bool, ApiError> {
+    match query(req, name).as_deref().map(str::trim) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "`{name}` must be true or false."
+        ))),
     }
 }
 
@@ -105,6 +125,18 @@ pub fn no_route(req: &lambda_http::Request) -> ApiError {
         req.method(),
         req.uri().path().chars().take(100).collect::<String>()
     ))
+}
+
+/// `?since=` and `?full=`, which do not go together.
+pub fn sync_request(req: &lambda_http::Request) -> Result<SyncRequest, ApiError> {
+    let since = since(req)?;
+    let full = flag(req, "full")?;
+    if full && since.is_some() {
+        return Err(ApiError::bad_request(
+            "`full=true` reads the whole account; it takes no `since`.",
+        ));
+    }
+    Ok(SyncRequest { since, full })
 }
 
 /// A sync stops at a page boundary once the Lambda has less than this left (or a fifth of its time,
@@ -159,6 +191,11 @@ mod tests {
         );
         assert_eq!(limit(&r, 50, 100).unwrap(), 5);
         assert!(since(&req("https://x/y?since=yesterday")).is_err());
+        let err = since(&req("https://x/y?since=2999-01-01T00:00:00Z")).unwrap_err();
+        assert!(err.detail().contains("future"), "{}", err.detail());
+        assert!(flag(&req("https://x/y?full=true"), "full").unwrap());
+        assert!(!flag(&req("https://x/y"), "full").unwrap());
+        assert!(flag(&req("https://x/y?full=yes"), "full").is_err());
         assert!(limit(&req("https://x/y?limit=0"), 50, 100).is_err());
         assert!(limit(&req("https://x/y?limit=101"), 50, 100).is_err());
         assert!(limit(&req("https://x/y?limit=-1"), 50, 100).is_err());

@@ -1,27 +1,40 @@
-//! The `contacts` table: batch upserts by phone (the latest record of a phone wins, unchanged rows are
-//! not rewritten) and reads, always as one user.
+//! The `contacts` table and where each contact came from (`contact_sources`), always as one user.
+//!
+//! A pull writes CRM records as *sources*: one row per CRM record (integration and external id), holding
+//! the record's own fields, pointing at the contact of its phone (created when new). Each contact's
+//! fields are then taken from its sources: for each field, the value of the most recently updated live
+//! source that has one, so an empty field never overwrites a filled one and two CRMs holding one phone
+//! do not blank each other's fields. "Most recently updated" is the CRM's update time; a source whose
+//! CRM gives none ranks below those with one, then by when crmsync saw it change (a record first read
+//! has not been seen changing), then by its id (the newest record of a CRM has the highest). A contact with no live source left (deleted, trashed or
+//! archived in the CRM, or not seen by a complete read) gets `crm_deleted_at`; one that has a live
+//! source again loses it. Unchanged rows are not rewritten; crmsync never deletes a contact.
+
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use crmsync_domain::{Contact, dedupe_by_phone};
+use crmsync_domain::{Contact, Provider};
 use uuid::Uuid;
 
 use crate::{Store, StoreError, begin_as};
 
-/// How a batch upsert went.
+/// How a batch went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UpsertReport {
-    /// New rows.
+    /// New contacts.
     pub inserted: u64,
-    /// Existing rows whose values changed.
+    /// Existing contacts whose values changed.
     pub updated: u64,
-    /// Rows in the batch identical to what was stored (not written).
+    /// Live records identical to what was stored (not written).
     pub unchanged: u64,
-    /// Records dropped because a later record of the same batch had the same phone.
+    /// Records of the batch whose phone another record of the batch also had.
     pub duplicates_in_batch: u64,
+    /// Records newly marked deleted.
+    pub deleted: u64,
 }
 
 impl UpsertReport {
-    /// Rows written: inserted plus changed.
+    /// Contacts written: inserted plus changed.
     pub fn upserted(&self) -> u64 {
         self.inserted + self.updated
     }
@@ -31,6 +44,7 @@ impl UpsertReport {
         self.updated += other.updated;
         self.unchanged += other.unchanged;
         self.duplicates_in_batch += other.duplicates_in_batch;
+        self.deleted += other.deleted;
     }
 }
 
@@ -46,39 +60,144 @@ pub struct StoredContact {
     pub source_provider: Option<String>,
     pub external_id: Option<String>,
     pub source_updated_at: Option<DateTime<Utc>>,
+    pub crm_deleted_at: Option<DateTime<Utc>>,
 }
 
-const UPSERT_CONTACTS: &str = "
-INSERT INTO contacts AS c
-       (owner_id, name, phone_number, email, notes, source_provider, external_id, source_updated_at)
-SELECT $1, u.name, u.phone, u.email, u.notes, u.provider, u.external_id, u.updated
-  FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
-       AS u(name, phone, email, notes, provider, external_id, updated)
-ON CONFLICT (owner_id, phone_number) DO UPDATE SET
+/// Records of one CRM account to write.
+#[derive(Debug, Clone, Default)]
+pub struct SourceBatch {
+    /// Live records.
+    pub live: Vec<Contact>,
+    /// External ids of records that are no longer a live source: deleted, trashed or archived in the
+    /// CRM, or without a usable phone now.
+    pub gone: Vec<String>,
+    /// The start of the complete read these records belong to: they are marked seen by it.
+    pub seen_at: Option<DateTime<Utc>>,
+}
+
+/// A source's key for a record without an id of its own (its phone stands for it).
+fn source_key(c: &Contact) -> String {
+    c.external_id
+        .clone()
+        .unwrap_or_else(|| format!("#{}", c.phone.as_str()))
+}
+
+const INSERT_CONTACTS: &str = "
+INSERT INTO contacts (owner_id, name, phone_number, email, notes, source_provider, external_id, source_updated_at)
+SELECT $1, COALESCE(u.name, u.email, u.phone), u.phone, u.email, u.notes, $2, u.ext, u.updated
+  FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])
+       AS u(ext, phone, name, email, notes, updated)
+ON CONFLICT (owner_id, phone_number) DO NOTHING
+RETURNING id";
+
+/// The contacts the batch's sources pointed at before, where the record's phone changed since.
+const MOVED_FROM: &str = "
+SELECT s.contact_id
+  FROM contact_sources s
+  JOIN UNNEST($2::text[], $3::text[]) AS u(ext, phone) ON u.ext = s.external_id
+  JOIN contacts c ON c.id = s.contact_id
+ WHERE s.integration_id = $1 AND c.phone_number <> u.phone";
+
+const UPSERT_SOURCES: &str = "
+INSERT INTO contact_sources AS s
+       (integration_id, external_id, owner_id, provider, contact_id, name, email, notes,
+        source_updated_at, changed_at, seen_at, deleted_at)
+SELECT $2, u.ext, $1, $3, c.id, u.name, u.email, u.notes, u.updated, NULL, $10, NULL
+  FROM UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[])
+       AS u(ext, phone, name, email, notes, updated)
+  JOIN contacts c ON c.owner_id = $1 AND c.phone_number = u.phone
+ON CONFLICT (integration_id, external_id) DO UPDATE SET
+       contact_id = EXCLUDED.contact_id,
        name = EXCLUDED.name,
-       email = COALESCE(EXCLUDED.email, c.email),
-       notes = COALESCE(EXCLUDED.notes, c.notes),
-       source_provider = EXCLUDED.source_provider,
-       external_id = EXCLUDED.external_id,
+       email = EXCLUDED.email,
+       notes = EXCLUDED.notes,
        source_updated_at = EXCLUDED.source_updated_at,
-       updated_at = now()
- WHERE (c.name, c.email, c.notes, c.source_provider, c.external_id)
+       changed_at = CASE
+           WHEN (s.contact_id, s.name, s.email, s.notes, s.source_updated_at, s.deleted_at IS NULL)
+                IS DISTINCT FROM
+                (EXCLUDED.contact_id, EXCLUDED.name, EXCLUDED.email, EXCLUDED.notes,
+                 EXCLUDED.source_updated_at, true)
+           THEN now() ELSE s.changed_at END,
+       seen_at = COALESCE(EXCLUDED.seen_at, s.seen_at),
+       deleted_at = NULL
+ WHERE (s.contact_id, s.name, s.email, s.notes, s.source_updated_at, s.deleted_at)
        IS DISTINCT FROM
-       (EXCLUDED.name, COALESCE(EXCLUDED.email, c.email), COALESCE(EXCLUDED.notes, c.notes),
-        EXCLUDED.source_provider, EXCLUDED.external_id)
-RETURNING (xmax = 0) AS inserted";
+       (EXCLUDED.contact_id, EXCLUDED.name, EXCLUDED.email, EXCLUDED.notes,
+        EXCLUDED.source_updated_at, NULL::timestamptz)
+    OR (EXCLUDED.seen_at IS NOT NULL AND s.seen_at IS DISTINCT FROM EXCLUDED.seen_at)
+RETURNING s.contact_id,
+          (xmax = 0 OR s.changed_at IS NOT DISTINCT FROM now()) AS changed";
+
+const MARK_GONE: &str = "
+UPDATE contact_sources
+   SET deleted_at = now(), changed_at = now()
+ WHERE integration_id = $1 AND external_id = ANY($2) AND deleted_at IS NULL
+RETURNING contact_id";
+
+const MARK_UNSEEN: &str = "
+UPDATE contact_sources
+   SET deleted_at = now(), changed_at = now()
+ WHERE integration_id = $1 AND deleted_at IS NULL AND (seen_at IS NULL OR seen_at < $2)
+RETURNING contact_id";
+
+/// Each contact's fields from its sources (see the module's documentation).
+const RECOMPUTE: &str = "
+UPDATE contacts c SET
+       name = COALESCE(w.name, c.name),
+       email = COALESCE(w.email, c.email),
+       notes = COALESCE(w.notes, c.notes),
+       source_provider = COALESCE(w.provider, c.source_provider),
+       external_id = COALESCE(w.external_id, c.external_id),
+       source_updated_at = CASE WHEN w.live THEN w.source_updated_at ELSE c.source_updated_at END,
+       crm_deleted_at = CASE WHEN w.live THEN NULL ELSE COALESCE(c.crm_deleted_at, now()) END,
+       updated_at = now()
+  FROM (
+    SELECT x.id,
+           (SELECT s.name FROM contact_sources s
+             WHERE s.contact_id = x.id AND s.deleted_at IS NULL AND s.name IS NOT NULL
+             ORDER BY s.source_updated_at DESC NULLS LAST, s.changed_at DESC NULLS LAST,
+                      length(s.external_id) DESC, s.external_id DESC LIMIT 1) AS name,
+           (SELECT s.email FROM contact_sources s
+             WHERE s.contact_id = x.id AND s.deleted_at IS NULL AND s.email IS NOT NULL
+             ORDER BY s.source_updated_at DESC NULLS LAST, s.changed_at DESC NULLS LAST,
+                      length(s.external_id) DESC, s.external_id DESC LIMIT 1) AS email,
+           (SELECT s.notes FROM contact_sources s
+             WHERE s.contact_id = x.id AND s.deleted_at IS NULL AND s.notes IS NOT NULL
+             ORDER BY s.source_updated_at DESC NULLS LAST, s.changed_at DESC NULLS LAST,
+                      length(s.external_id) DESC, s.external_id DESC LIMIT 1) AS notes,
+           n.provider, n.external_id, n.source_updated_at, n.external_id IS NOT NULL AS live
+      FROM UNNEST($1::uuid[]) AS x(id)
+      LEFT JOIN LATERAL (
+           SELECT s.provider, s.external_id, s.source_updated_at FROM contact_sources s
+            WHERE s.contact_id = x.id AND s.deleted_at IS NULL
+            ORDER BY s.source_updated_at DESC NULLS LAST, s.changed_at DESC NULLS LAST,
+                      length(s.external_id) DESC, s.external_id DESC LIMIT 1) n ON true
+  ) w
+ WHERE c.id = w.id
+   AND (c.name, c.email, c.notes, c.source_provider, c.external_id, c.source_updated_at,
+        c.crm_deleted_at IS NULL)
+       IS DISTINCT FROM
+       (COALESCE(w.name, c.name), COALESCE(w.email, c.email), COALESCE(w.notes, c.notes),
+        COALESCE(w.provider, c.source_provider), COALESCE(w.external_id, c.external_id),
+        CASE WHEN w.live THEN w.source_updated_at ELSE c.source_updated_at END, w.live)
+RETURNING c.id";
 
 impl Store {
-    /// Upserts contacts of `owner` by phone number in one statement, after de-duplicating phones within
-    /// the batch (the latest record wins). Unchanged rows are not rewritten.
+    /// Writes `contacts` as live records of the integration `integration_id` of `owner` (each record a
+    /// source of the contact of its phone), in one transaction.
     pub async fn upsert_contacts(
         &self,
         owner: Uuid,
+        integration_id: Uuid,
         contacts: Vec<Contact>,
     ) -> Result<UpsertReport, StoreError> {
         let mut conn = self.pool.get().await?;
         let tx = begin_as(&mut conn, owner).await?;
-        let report = upsert_contacts_in(&tx, owner, contacts).await?;
+        let batch = SourceBatch {
+            live: contacts,
+            ..SourceBatch::default()
+        };
+        let report = write_sources_in(&tx, owner, integration_id, batch).await?;
         tx.commit().await?;
         Ok(report)
     }
@@ -90,7 +209,7 @@ impl Store {
         let rows = tx
             .query(
                 "SELECT id, owner_id, name, phone_number, email, notes, source_provider, external_id,
-                        source_updated_at
+                        source_updated_at, crm_deleted_at
                    FROM contacts ORDER BY phone_number",
                 &[],
             )
@@ -108,66 +227,159 @@ impl Store {
                 source_provider: r.get(6),
                 external_id: r.get(7),
                 source_updated_at: r.get(8),
+                crm_deleted_at: r.get(9),
             })
             .collect())
     }
 }
 
-/// The upsert of [`Store::upsert_contacts`] inside a transaction the caller controls (the sync saves
-/// its cursor in the same transaction).
-pub async fn upsert_contacts_in(
+/// Writes a batch of one integration's records inside a transaction the caller controls (a sync
+/// saves its cursor in the same transaction): new contacts for new phones, the sources, the records
+/// that are gone, and the fields of every contact concerned.
+pub(crate) async fn write_sources_in(
     tx: &deadpool_postgres::Transaction<'_>,
     owner: Uuid,
-    contacts: Vec<Contact>,
+    integration_id: Uuid,
+    batch: SourceBatch,
 ) -> Result<UpsertReport, StoreError> {
-    let before = contacts.len();
-    let contacts = dedupe_by_phone(contacts);
-    let duplicates_in_batch = (before - contacts.len()) as u64;
-    if contacts.is_empty() {
-        return Ok(UpsertReport {
-            duplicates_in_batch,
-            ..Default::default()
-        });
+    let SourceBatch {
+        live,
+        gone,
+        seen_at,
+    } = batch;
+    let mut report = UpsertReport::default();
+    let mut concerned: HashSet<Uuid> = HashSet::new();
+    let mut inserted: HashSet<Uuid> = HashSet::new();
+
+    if !live.is_empty() {
+        let phones: HashSet<&str> = live.iter().map(|c| c.phone.as_str()).collect();
+        report.duplicates_in_batch = (live.len() - phones.len()) as u64;
+        // One row per record: the latest version of a record read twice (None is oldest).
+        let mut latest: HashMap<String, &Contact> = HashMap::with_capacity(live.len());
+        let mut order: Vec<String> = Vec::with_capacity(live.len());
+        for c in &live {
+            let key = source_key(c);
+            match latest.get(&key) {
+                Some(prev) if c.updated_at < prev.updated_at => {}
+                Some(_) => {
+                    latest.insert(key, c);
+                }
+                None => {
+                    latest.insert(key.clone(), c);
+                    order.push(key);
+                }
+            }
+        }
+        let records: Vec<(&String, &Contact)> = order.iter().map(|k| (k, latest[k])).collect();
+        let provider = records[0].1.source;
+        let n = records.len();
+        let mut exts = Vec::with_capacity(n);
+        let mut phones = Vec::with_capacity(n);
+        let mut names = Vec::with_capacity(n);
+        let mut emails = Vec::with_capacity(n);
+        let mut notes = Vec::with_capacity(n);
+        let mut updated = Vec::with_capacity(n);
+        for (key, c) in &records {
+            exts.push(key.as_str());
+            phones.push(c.phone.as_str());
+            names.push(c.name.as_deref());
+            emails.push(c.email.as_deref());
+            notes.push(c.notes.as_deref());
+            updated.push(c.updated_at);
+        }
+        let provider_name = provider_str(provider);
+        let stmt = tx.prepare_cached(INSERT_CONTACTS).await?;
+        for row in tx
+            .query(
+                &stmt,
+                &[
+                    &owner,
+                    &provider_name,
+                    &exts,
+                    &phones,
+                    &names,
+                    &emails,
+                    &notes,
+                    &updated,
+                ],
+            )
+            .await?
+        {
+            inserted.insert(row.get(0));
+        }
+        let stmt = tx.prepare_cached(MOVED_FROM).await?;
+        for row in tx.query(&stmt, &[&integration_id, &exts, &phones]).await? {
+            concerned.insert(row.get(0));
+        }
+        let stmt = tx.prepare_cached(UPSERT_SOURCES).await?;
+        let rows = tx
+            .query(
+                &stmt,
+                &[
+                    &owner,
+                    &integration_id,
+                    &provider_name,
+                    &exts,
+                    &phones,
+                    &names,
+                    &emails,
+                    &notes,
+                    &updated,
+                    &seen_at,
+                ],
+            )
+            .await?;
+        let mut changed_sources = 0u64;
+        for row in &rows {
+            if row.get::<_, bool>(1) {
+                changed_sources += 1;
+                concerned.insert(row.get(0));
+            }
+        }
+        report.unchanged = n as u64 - changed_sources;
+        concerned.extend(inserted.iter().copied());
     }
-    let n = contacts.len();
-    let mut names = Vec::with_capacity(n);
-    let mut phones = Vec::with_capacity(n);
-    let mut emails = Vec::with_capacity(n);
-    let mut notes = Vec::with_capacity(n);
-    let mut providers = Vec::with_capacity(n);
-    let mut external_ids = Vec::with_capacity(n);
-    let mut updated = Vec::with_capacity(n);
-    for c in &contacts {
-        names.push(c.name.as_str());
-        phones.push(c.phone.as_str());
-        emails.push(c.email.as_deref());
-        notes.push(c.notes.as_deref());
-        providers.push(c.source.as_str());
-        external_ids.push(c.external_id.as_deref());
-        updated.push(c.updated_at);
+
+    if !gone.is_empty() {
+        let stmt = tx.prepare_cached(MARK_GONE).await?;
+        let rows = tx.query(&stmt, &[&integration_id, &gone]).await?;
+        report.deleted = rows.len() as u64;
+        concerned.extend(rows.iter().map(|r| r.get::<_, Uuid>(0)));
     }
-    let stmt = tx.prepare_cached(UPSERT_CONTACTS).await?;
-    let rows = tx
-        .query(
-            &stmt,
-            &[
-                &owner,
-                &names,
-                &phones,
-                &emails,
-                &notes,
-                &providers,
-                &external_ids,
-                &updated,
-            ],
-        )
-        .await?;
-    let inserted = rows.iter().filter(|r| r.get::<_, bool>(0)).count() as u64;
-    let written = rows.len() as u64;
-    Ok(UpsertReport {
-        inserted,
-        updated: written - inserted,
-        unchanged: n as u64 - written,
-        duplicates_in_batch,
-    })
+
+    let changed = recompute_in(tx, &concerned).await?;
+    report.inserted = inserted.len() as u64;
+    report.updated = changed.iter().filter(|id| !inserted.contains(id)).count() as u64;
+    Ok(report)
+}
+
+/// Marks every live source of the integration that the complete read started at `started` did not
+/// see as deleted, and updates the contacts concerned. Returns how many were marked.
+pub(crate) async fn mark_unseen_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    integration_id: Uuid,
+    started: DateTime<Utc>,
+) -> Result<u64, StoreError> {
+    let rows = tx.query(MARK_UNSEEN, &[&integration_id, &started]).await?;
+    let concerned: HashSet<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+    recompute_in(tx, &concerned).await?;
+    Ok(rows.len() as u64)
+}
+
+/// Recomputes the contacts `ids` from their sources; returns those that changed.
+async fn recompute_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    ids: &HashSet<Uuid>,
+) -> Result<HashSet<Uuid>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let ids: Vec<Uuid> = ids.iter().copied().collect();
+    let stmt = tx.prepare_cached(RECOMPUTE).await?;
+    let rows = tx.query(&stmt, &[&ids]).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+fn provider_str(p: Provider) -> &'static str {
+    p.as_str()
 }

@@ -3,7 +3,7 @@
 //! disconnecting, the row lock that makes token refreshes single-flight, and the scheduled run's list.
 
 use chrono::{DateTime, Utc};
-use crmsync_domain::{AuthType, IntegrationStatus, Provider};
+use crmsync_domain::{AuthType, IntegrationStatus, Provider, Region};
 use uuid::Uuid;
 
 use crate::tx::OwnedTx;
@@ -26,6 +26,12 @@ pub struct IntegrationRecord {
     pub token_expires_at: Option<DateTime<Utc>>,
     pub last_sync_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The region chosen for this integration; `None`: the CRM's default.
+    pub phone_region: Option<Region>,
+    /// The CRM's id of the account the credentials belong to, where the CRM tells it.
+    pub account_id: Option<String>,
+    /// When a sync last read the whole account.
+    pub last_full_sync_at: Option<DateTime<Utc>>,
 }
 
 /// An integration as its owner sees it: the row of `crm_integrations` without its credentials.
@@ -42,6 +48,10 @@ pub struct IntegrationView {
     pub token_expires_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The region chosen for this integration; `None`: the CRM's default.
+    pub phone_region: Option<Region>,
+    /// When a complete read of the account (which detects deletions) last finished.
+    pub last_full_sync_at: Option<DateTime<Utc>>,
 }
 
 /// A change of an integration's settings; `None` leaves a field as it is. Setting the status to
@@ -52,11 +62,15 @@ pub struct IntegrationPatch {
     pub auto_sync: Option<bool>,
     pub risk_threshold: Option<i32>,
     pub status: Option<IntegrationStatus>,
+    pub phone_region: Option<Region>,
 }
 
 impl IntegrationPatch {
     pub fn is_empty(&self) -> bool {
-        self.auto_sync.is_none() && self.risk_threshold.is_none() && self.status.is_none()
+        self.auto_sync.is_none()
+            && self.risk_threshold.is_none()
+            && self.status.is_none()
+            && self.phone_region.is_none()
     }
 }
 
@@ -74,7 +88,7 @@ where
 pub(crate) const INTEGRATION_COLUMNS: &str =
     "id, user_id, provider, auth_type, credentials_ciphertext, credentials_nonce,
     credentials_key_version, status, auto_sync, risk_threshold, consecutive_failures, sync_cursor,
-    token_expires_at, last_sync_at, created_at";
+    token_expires_at, last_sync_at, created_at, phone_region, account_id, last_full_sync_at";
 
 pub(crate) fn integration_from_row(
     row: &tokio_postgres::Row,
@@ -103,11 +117,29 @@ pub(crate) fn integration_from_row(
         token_expires_at: row.get(12),
         last_sync_at: row.get(13),
         created_at: row.get(14),
+        phone_region: parse_opt(row, 15)?,
+        account_id: row.get(16),
+        last_full_sync_at: row.get(17),
     })
 }
 
+/// A nullable column holding one of the domain's wire names.
+fn parse_opt<T>(row: &tokio_postgres::Row, column: usize) -> Result<Option<T>, StoreError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    row.get::<_, Option<&str>>(column)
+        .map(|v| {
+            v.parse::<T>()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))
+        })
+        .transpose()
+}
+
 const VIEW_COLUMNS: &str = "id, provider, auth_type, status, auto_sync, risk_threshold, \
-     consecutive_failures, last_sync_at, token_expires_at, last_error, created_at";
+     consecutive_failures, last_sync_at, token_expires_at, last_error, created_at, phone_region, \
+     last_full_sync_at";
 
 fn view_from_row(row: &tokio_postgres::Row) -> Result<IntegrationView, StoreError> {
     let provider = parse::<Provider>(row, 1)?;
@@ -124,6 +156,8 @@ fn view_from_row(row: &tokio_postgres::Row) -> Result<IntegrationView, StoreErro
         token_expires_at: row.get(8),
         last_error: row.get(9),
         created_at: row.get(10),
+        phone_region: parse_opt(row, 11)?,
+        last_full_sync_at: row.get(12),
     })
 }
 
@@ -228,8 +262,11 @@ impl Store {
     }
 
     /// Connects (or reconnects) `provider` for `user` with credentials sealed to `id`. A reconnect keeps
-    /// the row (and its cursor and settings), replaces the credentials and makes it active again.
+    /// the row (and its cursor and settings), replaces the credentials and makes it active again; a
+    /// reconnect to another CRM account (`account_id`, where the CRM tells it) starts its sync afresh:
+    /// no cursor, and the previous account's records are no longer sources of any contact.
     /// Returns `None` if another integration id already holds the provider: seal to that id and retry.
+    #[allow(clippy::too_many_arguments)]
     pub async fn connect_integration(
         &self,
         user: Uuid,
@@ -238,22 +275,43 @@ impl Store {
         auth_type: AuthType,
         sealed: &Sealed,
         token_expires_at: Option<DateTime<Utc>>,
+        account_id: Option<&str>,
     ) -> Result<Option<IntegrationRecord>, StoreError> {
         let mut conn = self.pool.get().await?;
         let tx = begin_as(&mut conn, user).await?;
+        let switched: bool = tx
+            .query_opt(
+                "SELECT account_id IS NOT NULL AND $3::text IS NOT NULL AND account_id <> $3
+                   FROM crm_integrations WHERE id = $1 AND provider = $2 FOR UPDATE",
+                &[&id, &provider.as_str(), &account_id],
+            )
+            .await?
+            .is_some_and(|r| r.get(0));
+        if switched {
+            tx.execute(
+                "DELETE FROM contact_sources WHERE integration_id = $1",
+                &[&id],
+            )
+            .await?;
+            tracing::info!(provider = provider.as_str(), integration = %id, "reconnected to another CRM account; its sync starts afresh");
+        }
         let row = tx
             .query_opt(
                 &format!(
                     "INSERT INTO crm_integrations
                         (id, user_id, provider, auth_type, credentials_ciphertext, credentials_nonce,
-                         credentials_key_version, token_expires_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                         credentials_key_version, token_expires_at, account_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                      ON CONFLICT (user_id, provider) DO UPDATE SET
                         auth_type = EXCLUDED.auth_type,
                         credentials_ciphertext = EXCLUDED.credentials_ciphertext,
                         credentials_nonce = EXCLUDED.credentials_nonce,
                         credentials_key_version = EXCLUDED.credentials_key_version,
                         token_expires_at = EXCLUDED.token_expires_at,
+                        account_id = COALESCE(EXCLUDED.account_id, crm_integrations.account_id),
+                        sync_cursor = CASE WHEN $10 THEN NULL ELSE crm_integrations.sync_cursor END,
+                        last_full_sync_at =
+                            CASE WHEN $10 THEN NULL ELSE crm_integrations.last_full_sync_at END,
                         status = 'active', consecutive_failures = 0, last_error = NULL, updated_at = now()
                      WHERE crm_integrations.id = EXCLUDED.id
                      RETURNING {INTEGRATION_COLUMNS}"
@@ -267,12 +325,33 @@ impl Store {
                     &sealed.nonce.as_slice(),
                     &sealed.key_version,
                     &token_expires_at,
+                    &account_id,
+                    &switched,
                 ],
             )
             .await?;
         let record = row.as_ref().map(integration_from_row).transpose()?;
         tx.commit().await?;
         Ok(record)
+    }
+
+    /// Sets the integration `needs_reauth` (the CRM refuses its credentials) with a sentence for the
+    /// user. The scheduled run skips it until the user connects again.
+    pub async fn mark_needs_reauth(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        sentence: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.get().await?;
+        let tx = begin_as(&mut conn, user).await?;
+        tx.execute(
+            "UPDATE crm_integrations SET status = $2, last_error = $3, updated_at = now() WHERE id = $1",
+            &[&id, &IntegrationStatus::NeedsReauth.as_str(), &sentence],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
     /// Every active integration of every user, least recently synced first: for the scheduled run,
     /// which works across users. Runs as the table owner (Row Level Security does not apply).
@@ -333,6 +412,7 @@ impl Store {
         let mut conn = self.pool.get().await?;
         let tx = begin_as(&mut conn, user).await?;
         let status = patch.status.map(IntegrationStatus::as_str);
+        let region = patch.phone_region.map(|r| r.as_str().to_owned());
         let row = tx
             .query_opt(
                 &format!(
@@ -342,11 +422,18 @@ impl Store {
                             status = COALESCE($4::text, status),
                             consecutive_failures =
                                 CASE WHEN $4::text = 'active' THEN 0 ELSE consecutive_failures END,
+                            phone_region = COALESCE($5, phone_region),
                             updated_at = now()
                       WHERE id = $1
                   RETURNING {VIEW_COLUMNS}"
                 ),
-                &[&id, &patch.auto_sync, &patch.risk_threshold, &status],
+                &[
+                    &id,
+                    &patch.auto_sync,
+                    &patch.risk_threshold,
+                    &status,
+                    &region,
+                ],
             )
             .await?;
         let view = row.as_ref().map(view_from_row).transpose()?;

@@ -21,7 +21,7 @@ mod sync_logs;
 mod tx;
 pub mod vault;
 
-pub use contacts::{StoredContact, UpsertReport};
+pub use contacts::{SourceBatch, StoredContact, UpsertReport};
 pub use integrations::{IntegrationPatch, IntegrationRecord, IntegrationView, LockedIntegration};
 pub use outbox::{Accepted, ClaimedDelivery, DeliveryOutcome, NewLeadEvent};
 pub use sync::SyncLease;

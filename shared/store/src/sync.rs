@@ -1,10 +1,10 @@
 //! The pull's writes: the per-integration sync lock, page commits (contacts and cursor in one
 //! transaction) and the end of a sync (cursor, time and log in one transaction).
 
-use crmsync_domain::Contact;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::contacts::{UpsertReport, upsert_contacts_in};
+use crate::contacts::{SourceBatch, UpsertReport, mark_unseen_in, write_sources_in};
 use crate::sync_logs::{NewSyncLog, insert_log_in};
 use crate::tx::OwnedTx;
 use crate::{Store, StoreError, begin_as};
@@ -46,18 +46,18 @@ impl Store {
         }
     }
 
-    /// Upserts one page of contacts and saves the cursor, in one transaction: a sync that dies after
-    /// this resumes after this page, and one that dies before it redoes the page.
+    /// Writes one batch of records and saves the sync's state, in one transaction: a sync that dies
+    /// after this resumes after this batch, and one that dies before it redoes the batch.
     pub async fn commit_page(
         &self,
         user: Uuid,
         integration_id: Uuid,
-        contacts: Vec<Contact>,
+        batch: SourceBatch,
         cursor: &serde_json::Value,
     ) -> Result<UpsertReport, StoreError> {
         let mut conn = self.pool.get().await?;
         let tx = begin_as(&mut conn, user).await?;
-        let report = upsert_contacts_in(&tx, user, contacts).await?;
+        let report = write_sources_in(&tx, user, integration_id, batch).await?;
         let n = tx
             .execute(
                 "UPDATE crm_integrations SET sync_cursor = $2, updated_at = now() WHERE id = $1",
@@ -73,25 +73,34 @@ impl Store {
         Ok(report)
     }
 
-    /// Marks a sync finished: final cursor, `last_sync_at`, and its log row.
+    /// Marks a sync finished: final cursor, `last_sync_at`, and its log row (made by `log` from the
+    /// number of records marked deleted). When the sync read the whole account (`complete_read`, the
+    /// read's start), every record it did not see is marked deleted first, and `last_full_sync_at`
+    /// is set. Returns how many records that marked deleted.
     pub async fn finish_sync(
         &self,
         user: Uuid,
         integration_id: Uuid,
         cursor: &serde_json::Value,
-        log: &NewSyncLog,
-    ) -> Result<(), StoreError> {
+        complete_read: Option<DateTime<Utc>>,
+        log: impl FnOnce(u64) -> NewSyncLog,
+    ) -> Result<u64, StoreError> {
         let mut conn = self.pool.get().await?;
         let tx = begin_as(&mut conn, user).await?;
+        let deleted = match complete_read {
+            Some(started) => mark_unseen_in(&tx, integration_id, started).await?,
+            None => 0,
+        };
         tx.execute(
             "UPDATE crm_integrations
-                SET sync_cursor = $2, last_sync_at = now(), last_error = NULL, updated_at = now()
+                SET sync_cursor = $2, last_sync_at = now(), last_error = NULL, updated_at = now(),
+                    last_full_sync_at = CASE WHEN $3 THEN now() ELSE last_full_sync_at END
               WHERE id = $1",
-            &[&integration_id, cursor],
+            &[&integration_id, cursor, &complete_read.is_some()],
         )
         .await?;
-        insert_log_in(&tx, user, log).await?;
+        insert_log_in(&tx, user, &log(deleted)).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(deleted)
     }
 }

@@ -6,7 +6,7 @@ use crmsync_domain::Provider;
 use crmsync_store::{Credentials, Vault};
 use uuid::Uuid;
 
-use crate::support::common::{contact, migrated_store};
+use crate::support::common::{contact, integration_of, migrated_store};
 
 #[tokio::test]
 async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
@@ -29,6 +29,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     assert_eq!(
         tables,
         [
+            "contact_sources",
             "contacts",
             "crm_integrations",
             "crm_sync_logs",
@@ -48,16 +49,25 @@ async fn upsert_inserts_then_writes_only_what_changed() {
         contact("Bob", "(415) 555-0102", None),
         contact("Cy", "415.555.0103", None),
     ];
-    let first = store.upsert_contacts(owner, batch.clone()).await.unwrap();
+    let first = store
+        .upsert_contacts(owner, integration_of(&store, owner).await, batch.clone())
+        .await
+        .unwrap();
     assert_eq!((first.inserted, first.updated, first.unchanged), (3, 0, 0));
 
-    let again = store.upsert_contacts(owner, batch.clone()).await.unwrap();
+    let again = store
+        .upsert_contacts(owner, integration_of(&store, owner).await, batch.clone())
+        .await
+        .unwrap();
     assert_eq!(again.upserted(), 0, "an unchanged batch writes nothing");
     assert_eq!(again.unchanged, 3);
 
     let mut changed = batch;
-    changed[1].name = "Robert".into();
-    let third = store.upsert_contacts(owner, changed).await.unwrap();
+    changed[1].name = Some("Robert".into());
+    let third = store
+        .upsert_contacts(owner, integration_of(&store, owner).await, changed)
+        .await
+        .unwrap();
     assert_eq!((third.inserted, third.updated, third.unchanged), (0, 1, 2));
 
     let rows = store.list_contacts(owner).await.unwrap();
@@ -88,7 +98,10 @@ async fn duplicate_phones_in_one_batch_keep_the_latest_record() {
         contact("Undated", "+14155550199", None),
         contact("Other", "+1 415 555 0100", Some(older)),
     ];
-    let report = store.upsert_contacts(owner, batch).await.unwrap();
+    let report = store
+        .upsert_contacts(owner, integration_of(&store, owner).await, batch)
+        .await
+        .unwrap();
     assert_eq!(report.duplicates_in_batch, 2);
     assert_eq!(report.inserted, 2);
     let rows = store.list_contacts(owner).await.unwrap();
@@ -106,12 +119,19 @@ async fn a_record_without_email_keeps_the_stored_one() {
     let (_db, store) = migrated_store().await;
     let owner = Uuid::new_v4();
     store
-        .upsert_contacts(owner, vec![contact("Ann", "+14155550101", None)])
+        .upsert_contacts(
+            owner,
+            integration_of(&store, owner).await,
+            vec![contact("Ann", "+14155550101", None)],
+        )
         .await
         .unwrap();
     let mut no_email = contact("Ann B", "+14155550101", None);
     no_email.email = None;
-    let report = store.upsert_contacts(owner, vec![no_email]).await.unwrap();
+    let report = store
+        .upsert_contacts(owner, integration_of(&store, owner).await, vec![no_email])
+        .await
+        .unwrap();
     assert_eq!(report.updated, 1);
     let rows = store.list_contacts(owner).await.unwrap();
     assert_eq!(rows[0].name, "Ann B");
@@ -131,7 +151,10 @@ async fn a_large_batch_is_one_upsert() {
             )
         })
         .collect();
-    let report = store.upsert_contacts(owner, batch).await.unwrap();
+    let report = store
+        .upsert_contacts(owner, integration_of(&store, owner).await, batch)
+        .await
+        .unwrap();
     assert_eq!(report.inserted, 5_000);
     assert_eq!(store.list_contacts(owner).await.unwrap().len(), 5_000);
 }
@@ -142,12 +165,17 @@ async fn row_level_security_keeps_users_apart() {
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
     // The same phone for both users: two rows, one each.
     store
-        .upsert_contacts(alice, vec![contact("Alice's", "+14155550101", None)])
+        .upsert_contacts(
+            alice,
+            integration_of(&store, alice).await,
+            vec![contact("Alice's", "+14155550101", None)],
+        )
         .await
         .unwrap();
     store
         .upsert_contacts(
             bob,
+            integration_of(&store, bob).await,
             vec![
                 contact("Bob's", "+14155550101", None),
                 contact("B2", "+14155550102", None),
@@ -255,7 +283,15 @@ async fn integrations_store_only_sealed_credentials_and_stay_private() {
     };
     let sealed = vault.seal(id, Provider::Rex, &creds).unwrap();
     let record = store
-        .connect_integration(alice, id, Provider::Rex, AuthType::OAuth, &sealed, None)
+        .connect_integration(
+            alice,
+            id,
+            Provider::Rex,
+            AuthType::OAuth,
+            &sealed,
+            None,
+            None,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -278,6 +314,7 @@ async fn integrations_store_only_sealed_credentials_and_stay_private() {
                 Provider::Rex,
                 AuthType::OAuth,
                 &other,
+                None,
                 None
             )
             .await

@@ -102,7 +102,7 @@ async fn kill_loop(
     let records = async || -> BTreeMap<String, String> {
         let url = format!("{sandbox_url}/_sandbox/{name}/records");
         let body: Value = http.get(url).send().await.unwrap().json().await.unwrap();
-        expected_from(body["records"].as_array().unwrap())
+        expected_from(provider, body["records"].as_array().unwrap())
     };
     let phones: BTreeMap<String, String> = records().await;
     let mut rng = Rng(seed | 1);

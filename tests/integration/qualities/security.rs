@@ -1231,8 +1231,9 @@ impl Secrets {
     /// push to REX then fails, and Follow Up Boss refuses every call of a sync.
     async fn crm_errors(&mut self) {
         let (env, user) = (&self.env, self.user);
+        // The grant is revoked (an expired token alone is now refreshed after its 401).
         env.sandbox
-            .expire_tokens(Some(sandbox_provider(Provider::Rex)));
+            .revoke_grants(Some(sandbox_provider(Provider::Rex)));
         let revoked = env
             .as_user(
                 user,

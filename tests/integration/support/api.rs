@@ -16,7 +16,7 @@ pub const LOFTY_KEY: &str = "sandbox-lofty-key";
 pub const FUB_KEY: &str = "sandbox-fub-key";
 
 /// Every field of an integration on the wire.
-pub const INTEGRATION_FIELDS: [&str; 11] = [
+pub const INTEGRATION_FIELDS: [&str; 13] = [
     "id",
     "provider",
     "authType",
@@ -28,6 +28,8 @@ pub const INTEGRATION_FIELDS: [&str; 11] = [
     "tokenExpiresAt",
     "lastError",
     "createdAt",
+    "phoneRegion",
+    "lastFullSyncAt",
 ];
 
 /// Every field of a sync log on the wire.

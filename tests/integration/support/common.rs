@@ -63,13 +63,48 @@ pub fn phone(raw: &str) -> PhoneNumber {
 pub fn contact(name: &str, raw_phone: &str, updated: Option<DateTime<Utc>>) -> Contact {
     Contact {
         external_id: Some(format!("ext-{name}")),
-        name: name.to_owned(),
+        name: Some(name.to_owned()),
         email: Some(format!("{}@example.com", name.to_lowercase())),
         phone: phone(raw_phone),
         notes: None,
         updated_at: updated,
+        created_at: None,
         source: Provider::FollowUpBoss,
+        deleted: false,
     }
+}
+
+/// `owner`'s Follow Up Boss integration (made on first use), for records to belong to. Its credentials
+/// are never opened.
+pub async fn integration_of(store: &Store, owner: uuid::Uuid) -> uuid::Uuid {
+    let provider = Provider::FollowUpBoss;
+    if let Some(existing) = store
+        .integration_by_provider(owner, provider)
+        .await
+        .unwrap()
+    {
+        return existing.id;
+    }
+    let sealed = crmsync_store::Sealed {
+        ciphertext: vec![0],
+        nonce: [0; 12],
+        key_version: "test".into(),
+    };
+    let id = uuid::Uuid::new_v4();
+    store
+        .connect_integration(
+            owner,
+            id,
+            provider,
+            crmsync_domain::AuthType::ApiKey,
+            &sealed,
+            None,
+            None,
+        )
+        .await
+        .unwrap()
+        .expect("a new integration")
+        .id
 }
 
 /// Creates a rate-limit table shaped as the contract says (key `pk`, TTL on `expires_at`).

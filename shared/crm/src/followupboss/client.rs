@@ -1,6 +1,6 @@
 //! The Follow Up Boss client (crm-apis.md §1.3): `GET /people`, `POST /events`, `PUT /people/{id}`.
 
-use crmsync_domain::{Lead, PhoneNumber, SyncCursor};
+use crmsync_domain::{Lead, PhoneNumber};
 use http::{Method, StatusCode};
 use serde_json::Value;
 
@@ -8,12 +8,43 @@ use super::mapping as fub;
 use crate::error::CrmError;
 use crate::records::{first_match, id_of, is_empty, pushed};
 use crate::transport::Conn;
-use crate::{Crm, CrmKind, Page, PushAction, PushResult};
+use crate::{Account, Crm, CrmKind, Listing, Page, PageRequest, PushAction, PushResult};
 
 /// The `system` of events when no `X-System` is configured.
 const DEFAULT_SYSTEM: &str = "crmsync";
 /// Candidates of a phone search looked at.
 const FIND_LIMIT: &str = "25";
+/// The person fields a listing asks for: `fields=allFields` "may return very large responses", name
+/// the fields needed (crm-apis §4).
+const FIELDS: &str = "id,created,updated,name,firstName,lastName,stage,emails,phones,background";
+/// The deepest offset Follow Up Boss pages to (deeper needs `next`; 2000 in public clients, §1.3).
+const MAX_OFFSET: u64 = 2000;
+
+/// Where the next page of a listing starts: FUB's keyset token, or an offset when FUB gave none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Position {
+    Next(String),
+    Offset(u64),
+}
+
+impl Position {
+    fn read(token: Option<&str>) -> Self {
+        match token {
+            None => Position::Offset(0),
+            Some(t) => match t.strip_prefix("offset:").map(str::parse) {
+                Some(Ok(n)) => Position::Offset(n),
+                _ => Position::Next(t.strip_prefix("next:").unwrap_or(t).to_owned()),
+            },
+        }
+    }
+
+    fn write(&self) -> String {
+        match self {
+            Position::Next(t) => format!("next:{t}"),
+            Position::Offset(n) => format!("offset:{n}"),
+        }
+    }
+}
 
 /// One Follow Up Boss account.
 pub struct FollowUpBossClient {
@@ -38,7 +69,9 @@ impl FollowUpBossClient {
     }
 }
 
-/// * List: `GET /people?sort=updated` following `_metadata.next` (the cursor filters what is old).
+/// * List: changes newest first, `GET /people?sort=-updated&includeTrash=true`, stopping at the page
+///   that reaches the stored changes; all people in the default order; each following `next`, or an
+///   offset where FUB gives no `next`.
 /// * Find: `GET /people?phone=`, each candidate confirmed on its phones.
 /// * Create: `POST /events` (201 created, 200 matched an existing person → `Updated`, 204 → `Ignored`);
 ///   update: `PUT /people/{id}?mergeTags=true`.
@@ -52,28 +85,64 @@ impl Crm for FollowUpBossClient {
         self.conn.advertised_rate()
     }
 
-    async fn list_page(
-        &self,
-        _cursor: &SyncCursor,
-        token: Option<&str>,
-        limit: u32,
-    ) -> Result<Page, CrmError> {
-        let limit = limit.to_string();
-        let mut query = vec![
-            ("sort", "updated"),
+    async fn list_page(&self, request: PageRequest<'_>) -> Result<Page, CrmError> {
+        let limit = request.limit.to_string();
+        let (mut query, since) = match request.listing {
+            // Newest first (crm-apis §4: `sort=-updated`, as public clients use it), so an
+            // incremental read stops where the stored changes begin; trashed people included, to be
+            // marked deleted (§1.3: Trash is hidden unless `includeTrash=true`).
+            Listing::Changes { since } => (vec![("sort", "-updated")], since),
+            // The default order (reverse id), the one keyset paging is documented for (§1.3).
+            Listing::All => (vec![], None),
+        };
+        query.extend([
+            ("includeTrash", "true"),
             ("limit", limit.as_str()),
-            ("fields", "allFields"),
-        ];
-        if let Some(t) = token {
-            query.push(("next", t));
+            ("fields", FIELDS),
+        ]);
+        let position = Position::read(request.page_token);
+        let offset;
+        match &position {
+            Position::Next(next) => query.push(("next", next.as_str())),
+            Position::Offset(n) if *n > MAX_OFFSET => return Err(CrmError::ListingTooDeep),
+            Position::Offset(n) => {
+                offset = n.to_string();
+                if *n > 0 {
+                    query.push(("offset", offset.as_str()));
+                }
+            }
         }
         let url = self.conn.url(&self.api_base, &["people"], &query)?;
-        let reply = self.conn.get("people.list", url).await?;
+        let reply = match self.conn.get("people.list", url).await {
+            // "If you are going deep into result sets with high offset values … the API enforces the
+            // use of the `next` parameter" (§1.3).
+            Err(CrmError::Upstream { status: 400, .. }) if matches!(position, Position::Offset(n) if n > 0) =>
+            {
+                return Err(CrmError::ListingTooDeep);
+            }
+            other => other?,
+        };
         let body = self.conn.json(&reply)?;
         let records = people(body).ok_or_else(|| self.conn.shape_error("a people list"))?;
-        let next_token = next_token(body);
+        // Newest first: the page that reaches the stored changes is the last one needed.
+        let reached_since = since.is_some_and(|since| {
+            records
+                .last()
+                .and_then(fub::updated_at)
+                .is_some_and(|t| t < since)
+        });
+        let full = records.len() >= request.limit as usize;
+        // `next` is given "when keyset pagination is possible" (crm-apis §4); otherwise the next page
+        // is read by offset.
+        let next_token = match (next_token(body), &position) {
+            (Some(next), _) => Some(Position::Next(next).write()),
+            (None, Position::Offset(n)) if full => {
+                Some(Position::Offset(n + records.len() as u64).write())
+            }
+            (None, _) => None,
+        };
         Ok(Page {
-            has_more: next_token.is_some() && !records.is_empty(),
+            has_more: next_token.is_some() && !records.is_empty() && !reached_since,
             records,
             next_token,
         })
@@ -84,6 +153,19 @@ impl Crm for FollowUpBossClient {
             .conn
             .url(&self.api_base, &["people"], &[("limit", "1")])?;
         self.conn.get("people.list", url).await.map(drop)
+    }
+
+    /// `GET /identity`: `account.id`.
+    async fn account(&self) -> Result<Account, CrmError> {
+        let url = self.conn.url(&self.api_base, &["identity"], &[])?;
+        let reply = self.conn.get("identity", url).await?;
+        let id = reply
+            .json
+            .as_ref()
+            .and_then(|b| b.get("account"))
+            .and_then(|a| a.get("id"))
+            .and_then(id_of);
+        Ok(Account { id })
     }
 
     async fn find_by_phone(

@@ -2,7 +2,7 @@
 //!
 //! Person: `id`, `name` or `firstName` + `lastName`, `emails[]` / `phones[]` as
 //! `{value, type, isPrimary?}` (plain strings tolerated), `background` (notes), `updated`
-//! (RFC 3339; `created` when `updated` is missing).
+//! (RFC 3339; `created` when `updated` is missing), `stage` (`Trash`: deleted).
 
 use serde_json::{Map, Value, json};
 
@@ -23,6 +23,16 @@ pub const EVENT_TYPE: &str = "General Inquiry";
 const VALUE_KEYS: &[&str] = &["value", "email", "number", "phone"];
 const PRIMARY_KEYS: &[&str] = &["isPrimary", "primary"];
 
+/// When a person last changed (`updated`, else `created`).
+pub fn updated_at(v: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    first_time(v, &["updated", "created"])
+}
+
+/// Whether the person is in the Trash (crm-apis §1.3: a stage, listed only with `includeTrash=true`).
+fn trashed(v: &Value) -> bool {
+    json::text_at(v, "stage").is_some_and(|s| s.eq_ignore_ascii_case("trash"))
+}
+
 /// Maps a FUB person.
 pub fn map_person(v: &Value, region: Region) -> Mapped {
     let mut d = Draft {
@@ -36,7 +46,9 @@ pub fn map_person(v: &Value, region: Region) -> Mapped {
                 )
             }),
         notes: json::text_at(v, "background"),
-        updated_at: first_time(v, &["updated", "created"]),
+        updated_at: updated_at(v),
+        created_at: first_time(v, &["created"]),
+        deleted: trashed(v),
         ..Draft::default()
     };
     collect(&mut d.emails, json::field(v, "emails"));
@@ -168,7 +180,7 @@ mod tests {
         )
         .into_contact()
         .unwrap();
-        assert_eq!(c.name, "Pat Doe");
+        assert_eq!(c.display_name(), "Pat Doe");
         assert_eq!(c.email.as_deref(), Some("pat@example.com"));
         assert_eq!(c.phone.as_str(), "+14155550123");
         assert_eq!(c.external_id.as_deref(), Some("77"));
@@ -282,7 +294,7 @@ mod tests {
         for _ in 0..3000 {
             let v = junk.value(&keys, 4);
             if let Mapped::Contact(c) = map_person(&v, Region::US) {
-                assert!(!c.name.is_empty());
+                assert!(!c.display_name().is_empty());
             }
             assert!(update_body(&l, &v).is_object());
         }

@@ -19,10 +19,10 @@ use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{Common, base, sandbox_mount};
+use crate::config::{BadSetting, Common, base, phone_region, sandbox_mount};
 use crate::oauth::{OAuthConfig, OAuthFlavour};
 use crate::transport::{Conn, base_headers};
-use crate::{CrmAuth, CrmClient, CrmConfig, CrmHttp, CrmKind};
+use crate::{CrmAuth, CrmClient, CrmConfig, CrmHttp, CrmKind, CrmSettings};
 
 pub use client::FollowUpBossClient;
 
@@ -40,16 +40,21 @@ pub struct Settings {
     pub api_base: String,
     /// `FOLLOWUPBOSS_REDIRECT_URI` (default: the dashboard's callback route).
     pub redirect_uri: String,
+    /// `FOLLOWUPBOSS_PHONE_REGION` (default `US`: Follow Up Boss is an American CRM).
+    pub phone_region: Region,
 }
 
 impl Settings {
-    pub(crate) fn from_lookup(get: &dyn Fn(&str) -> Option<String>, common: &Common) -> Self {
+    pub(crate) fn from_lookup(
+        get: &dyn Fn(&str) -> Option<String>,
+        common: &Common,
+    ) -> Result<Self, BadSetting> {
         let host = sandbox_mount(common, SANDBOX_MOUNT);
         let default = |path: &str, real: &str| match &host {
             Some(host) => format!("{host}{path}"),
             None => real.to_owned(),
         };
-        Settings {
+        Ok(Settings {
             auth_url: get("FOLLOWUPBOSS_AUTH_URL").unwrap_or_else(|| {
                 default(
                     "/oauth/authorize",
@@ -69,7 +74,8 @@ impl Settings {
                     common.base_url
                 )
             }),
-        }
+            phone_region: phone_region(get, "FOLLOWUPBOSS_PHONE_REGION", Region::US)?,
+        })
     }
 }
 
@@ -146,6 +152,20 @@ impl CrmKind for FollowUpBoss {
         true
     }
 
+    /// `sort=-updated`, newest first (crm-apis §4).
+    fn lists_changes(&self) -> bool {
+        true
+    }
+
+    /// By FUB's `next` token, or an offset.
+    fn pages_by_cursor(&self) -> bool {
+        false
+    }
+
+    fn phone_region(&self, settings: &CrmSettings) -> Region {
+        settings.followupboss.phone_region
+    }
+
     fn map_record(&self, record: &Value, region: Region) -> Mapped {
         mapping::map_person(record, region)
     }
@@ -220,12 +240,13 @@ mod tests {
             sandbox_url: Some("http://127.0.0.1:9/".into()),
             default_sandbox_url: "http://127.0.0.1:8787".into(),
         };
-        let s = Settings::from_lookup(&|_| None, &common);
+        let s = Settings::from_lookup(&|_| None, &common).unwrap();
         assert_eq!(s.api_base, "http://127.0.0.1:9/fub/v1");
         let s = Settings::from_lookup(
             &|k| (k == "FOLLOWUPBOSS_API_BASE").then(|| " https://fub.example/v1/ ".to_owned()),
             &common,
-        );
+        )
+        .unwrap();
         assert_eq!(s.api_base, "https://fub.example/v1");
     }
 }

@@ -1,14 +1,14 @@
 //! The Lofty client (crm-apis.md §2.2): `GET|POST /v1.0/leads`, `PUT /v1.0/leads/{id}`.
 
-use crmsync_domain::{Lead, PhoneNumber, SyncCursor};
+use crmsync_domain::{Lead, PhoneNumber};
 use http::Method;
 use serde_json::Value;
 
 use super::mapping as lofty;
 use crate::error::CrmError;
-use crate::records::{first_match, id_at, is_empty, pushed};
+use crate::records::{first_match, id_at, id_of, is_empty, pushed};
 use crate::transport::Conn;
-use crate::{Crm, CrmKind, Page, PushAction, PushResult};
+use crate::{Account, Crm, CrmKind, Page, PageRequest, PushAction, PushResult};
 
 /// Candidates of a phone search looked at.
 const FIND_LIMIT: &str = "25";
@@ -30,8 +30,7 @@ impl LoftyClient {
     }
 }
 
-/// * List: `GET /v1.0/leads?sort=updateTime&desc=false` following the `scrollId` of `_metadata` or
-///   `get_metadata`.
+/// * List: `GET /v1.0/leads` following the `scrollId` of `_metadata` or `get_metadata`.
 /// * Find: `GET /v1.0/leads?phone=`, each candidate confirmed on its phones.
 /// * Create: `POST /v1.0/leads`; update: `PUT /v1.0/leads/{id}` with only what changed.
 #[async_trait::async_trait]
@@ -44,20 +43,13 @@ impl Crm for LoftyClient {
         self.conn.advertised_rate()
     }
 
-    async fn list_page(
-        &self,
-        _cursor: &SyncCursor,
-        token: Option<&str>,
-        limit: u32,
-    ) -> Result<Page, CrmError> {
-        let limit = limit.to_string();
-        // `desc=false`: ascending update order whatever the account's default.
-        let mut query = vec![
-            ("limit", limit.as_str()),
-            ("sort", "updateTime"),
-            ("desc", "false"),
-        ];
-        if let Some(t) = token {
+    /// Lofty lists no changes ([`CrmKind::lists_changes`]): every listing is the whole account, in
+    /// Lofty's own order (unknown `sort` values are ignored, crm-apis §2.6, §4), following `scrollId`,
+    /// the only thing that pages.
+    async fn list_page(&self, request: PageRequest<'_>) -> Result<Page, CrmError> {
+        let limit = request.limit.to_string();
+        let mut query = vec![("limit", limit.as_str())];
+        if let Some(t) = request.page_token {
             query.push(("scrollId", t));
         }
         let url = self.conn.url(&self.api_base, &["v1.0", "leads"], &query)?;
@@ -79,6 +71,18 @@ impl Crm for LoftyClient {
             .conn
             .url(&self.api_base, &["v1.0", "leads"], &[("limit", "1")])?;
         self.conn.get("leads.list", url).await.map(drop)
+    }
+
+    /// `GET /v1.0/me`: the user the key belongs to (an API key is a user's token, §2.1).
+    async fn account(&self) -> Result<Account, CrmError> {
+        let url = self.conn.url(&self.api_base, &["v1.0", "me"], &[])?;
+        let reply = self.conn.get("me", url).await?;
+        let id = reply.json.as_ref().and_then(|b| {
+            ["userId", "id", "teamId"]
+                .iter()
+                .find_map(|k| b.get(*k).and_then(id_of))
+        });
+        Ok(Account { id })
     }
 
     async fn find_by_phone(

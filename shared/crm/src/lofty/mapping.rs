@@ -1,9 +1,10 @@
 //! Lofty leads (crm-apis.md §2.2).
 //!
 //! Lead: `leadId` (int64), `firstName` + `lastName`, `emails` / `phones` as arrays of plain
-//! strings (objects tolerated), `note` / `notes`, `updateTime` / `lastUpdateTime` falling back to
-//! `createTime` (epoch milliseconds, epoch seconds or RFC 3339). `GET /v1.0/leads/{id}` may wrap
-//! the lead as `{"lead":{…}}`; both forms are read.
+//! strings (objects tolerated), `note` / `notes`, `createTime` (epoch milliseconds, epoch seconds or
+//! RFC 3339), and no update time in the documented object (an `updateTime` / `lastUpdateTime` is read
+//! where one is present). `GET /v1.0/leads/{id}` may wrap the lead as `{"lead":{…}}`; both forms are
+//! read.
 
 use serde_json::{Map, Value, json};
 
@@ -45,7 +46,10 @@ pub fn map_lead(v: &Value, region: Region) -> Mapped {
         )
         .or_else(|| json::first_text(v, &["name", "fullName"])),
         notes: json::first_text(v, &["note", "notes"]),
-        updated_at: first_time(v, &["updateTime", "lastUpdateTime", "createTime"]),
+        // The documented lead has no update time (crm-apis §2.2, §4): `createTime` says nothing about
+        // edits, so it is never taken for one. A lead that does carry one is read.
+        updated_at: first_time(v, &["updateTime", "lastUpdateTime"]),
+        created_at: first_time(v, &["createTime"]),
         ..Draft::default()
     };
     for item in json::array(json::field(v, "emails")) {

@@ -17,10 +17,10 @@ use crmsync_domain::{Mapped, Provider, Region};
 use http::HeaderValue;
 use serde_json::Value;
 
-use crate::config::{Common, base, sandbox_mount};
+use crate::config::{BadSetting, Common, base, phone_region, sandbox_mount};
 use crate::oauth::OAuthConfig;
 use crate::transport::{Conn, base_headers};
-use crate::{CrmAuth, CrmClient, CrmConfig, CrmHttp, CrmKind};
+use crate::{CrmAuth, CrmClient, CrmConfig, CrmHttp, CrmKind, CrmSettings};
 
 pub use client::LoftyClient;
 
@@ -32,16 +32,22 @@ const SANDBOX_MOUNT: &str = "lofty";
 pub struct Settings {
     /// `LOFTY_API_BASE` (`https://api.lofty.com`), without a trailing slash.
     pub api_base: String,
+    /// `LOFTY_PHONE_REGION` (default `US`: Lofty is an American CRM).
+    pub phone_region: Region,
 }
 
 impl Settings {
-    pub(crate) fn from_lookup(get: &dyn Fn(&str) -> Option<String>, common: &Common) -> Self {
-        Settings {
+    pub(crate) fn from_lookup(
+        get: &dyn Fn(&str) -> Option<String>,
+        common: &Common,
+    ) -> Result<Self, BadSetting> {
+        Ok(Settings {
             api_base: base(&get("LOFTY_API_BASE").unwrap_or_else(|| {
                 sandbox_mount(common, SANDBOX_MOUNT)
                     .unwrap_or_else(|| "https://api.lofty.com".into())
             })),
-        }
+            phone_region: phone_region(get, "LOFTY_PHONE_REGION", Region::US)?,
+        })
     }
 }
 
@@ -71,6 +77,21 @@ impl CrmKind for Lofty {
     /// `scrollId` is a cursor of its own.
     fn page_token_survives_restart(&self) -> bool {
         true
+    }
+
+    /// Leads carry no update time and unknown sorts are ignored (crm-apis §2.2, §2.6, §4): every sync
+    /// reads the account and compares it with what was stored.
+    fn lists_changes(&self) -> bool {
+        false
+    }
+
+    /// By `scrollId`.
+    fn pages_by_cursor(&self) -> bool {
+        false
+    }
+
+    fn phone_region(&self, settings: &CrmSettings) -> Region {
+        settings.lofty.phone_region
     }
 
     fn map_record(&self, record: &Value, region: Region) -> Mapped {

@@ -9,7 +9,7 @@ use super::mapping as rex;
 use crate::error::CrmError;
 use crate::records::{has_phone, id_at, id_of, is_empty, pushed, record_phones};
 use crate::transport::{Conn, Reply};
-use crate::{Crm, CrmKind, Page, PushAction, PushResult};
+use crate::{Account, Crm, CrmKind, Page, PageRequest, PushAction, PushResult};
 
 const ID_KEYS: &[&str] = &["id", "_id"];
 /// Candidates of a phone search looked at (each confirmed with a read).
@@ -81,12 +81,11 @@ impl Crm for RexClient {
         self.conn.advertised_rate()
     }
 
-    async fn list_page(
-        &self,
-        cursor: &SyncCursor,
-        page_token: Option<&str>,
-        limit: u32,
-    ) -> Result<Page, CrmError> {
+    /// Changes and a complete scan are the same listing here, from the listing's position: a complete
+    /// scan starts it from the beginning. (Archived and trashed contacts are not in an active search,
+    /// §3.4: a complete scan no longer sees them.)
+    async fn list_page(&self, request: PageRequest<'_>) -> Result<Page, CrmError> {
+        let (cursor, page_token, limit) = (request.position, request.page_token, request.limit);
         let second = cursor.since.map(|t| t.timestamp());
         let offset = second_offset(page_token, second);
         let body = list_body(cursor, offset, limit);
@@ -112,6 +111,11 @@ impl Crm for RexClient {
         self.rex_search("contacts.list", self.rex_contacts_url()?, &body)
             .await
             .map(drop)
+    }
+
+    /// REX documents no call that names the account a token belongs to (crm-apis §3.2).
+    async fn account(&self) -> Result<Account, CrmError> {
+        Ok(Account::default())
     }
 
     async fn find_by_phone(

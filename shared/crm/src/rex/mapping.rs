@@ -70,6 +70,11 @@ fn read(v: &Value) -> Draft {
         name,
         notes: json::first_text(v, &["notes", "description"]),
         updated_at: updated_at(v),
+        created_at: first_time(v, &["system_ctime", "created_at"]),
+        // `system_record_state` (crm-apis §3.5) is `active` for a live record; an archived or
+        // trashed one (§3.4 `search_state`) is gone from the account.
+        deleted: json::text_at(v, "system_record_state")
+            .is_some_and(|s| !s.eq_ignore_ascii_case("active")),
         ..Draft::default()
     };
 
@@ -224,7 +229,7 @@ mod tests {
         )
         .into_contact()
         .unwrap();
-        assert_eq!(c.name, "Jo");
+        assert_eq!(c.display_name(), "Jo");
         assert_eq!(c.email.as_deref(), Some("main@x.com"));
         assert_eq!(c.phone.as_str(), "+61298765432");
     }

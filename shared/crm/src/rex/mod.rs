@@ -19,10 +19,10 @@ use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::{Common, base, sandbox_mount};
+use crate::config::{BadSetting, Common, base, phone_region, sandbox_mount};
 use crate::oauth::{OAuthConfig, OAuthFlavour};
 use crate::transport::{Conn, base_headers};
-use crate::{CrmAuth, CrmClient, CrmConfig, CrmHttp, CrmKind};
+use crate::{CrmAuth, CrmClient, CrmConfig, CrmHttp, CrmKind, CrmSettings};
 
 pub use client::RexClient;
 
@@ -46,10 +46,16 @@ pub struct Settings {
     pub pkce: bool,
     /// `REX_MOCK=1`: the defaults point at the local sandbox.
     pub mock: bool,
+    /// `REX_PHONE_REGION` (default `AU`: REX is an Australian CRM, its users type Australian numbers
+    /// without a country code).
+    pub phone_region: Region,
 }
 
 impl Settings {
-    pub(crate) fn from_lookup(get: &dyn Fn(&str) -> Option<String>, common: &Common) -> Self {
+    pub(crate) fn from_lookup(
+        get: &dyn Fn(&str) -> Option<String>,
+        common: &Common,
+    ) -> Result<Self, BadSetting> {
         let mock = get("REX_MOCK").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
         // CRM_SANDBOX_URL points every CRM at the sandbox; REX_MOCK=1 points REX at it.
         let host = sandbox_mount(common, SANDBOX_MOUNT).or_else(|| {
@@ -59,7 +65,7 @@ impl Settings {
             Some(host) => format!("{host}{path}"),
             None => real.to_owned(),
         };
-        Settings {
+        Ok(Settings {
             auth_url: get("REX_AUTH_URL").unwrap_or_else(|| {
                 default(
                     "/oauth/authorize",
@@ -84,7 +90,8 @@ impl Settings {
                 .to_owned(),
             pkce: get("REX_PKCE").is_none_or(|v| v != "0"),
             mock,
-        }
+            phone_region: phone_region(get, "REX_PHONE_REGION", Region::AU)?,
+        })
     }
 
     /// The RPC base (`…/v1/rex`), for `contacts/search|read|create|update`.
@@ -169,6 +176,20 @@ impl CrmKind for Rex {
     /// sync reads that second again from its first record (the stored ones are dropped).
     fn page_token_survives_restart(&self) -> bool {
         false
+    }
+
+    /// `system_modtime >=` a time, in ascending order (crm-apis §3.4).
+    fn lists_changes(&self) -> bool {
+        true
+    }
+
+    /// REX pages by `system_modtime` itself (an offset only within one second).
+    fn pages_by_cursor(&self) -> bool {
+        true
+    }
+
+    fn phone_region(&self, settings: &CrmSettings) -> Region {
+        settings.rex.phone_region
     }
 
     fn map_record(&self, record: &Value, region: Region) -> Mapped {

@@ -1,5 +1,5 @@
-//! `integration-sync`: `POST /api/integrations/{id}/sync`: run that integration now — a pull, then the
-//! push of its due deliveries.
+//! `integration-sync`: `POST /api/integrations/{id}/sync?since=&full=`: run that integration now — a
+//! pull, then the push of its due deliveries.
 
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ async fn sync(app: &App, req: &lambda_http::Request) -> Result<Response, ApiErro
     let integration = integrations::record(ctx, caller.user_id, id).await?;
     app.limit("integration-sync", &caller, limits::SYNC).await?;
     let deadline = request::deadline(req).unwrap_or_else(|| Instant::now() + NO_DEADLINE);
-    let since = request::since(req)?;
-    let synced = push::sync_integration(ctx, &integration, since, deadline).await?;
+    let sync = request::sync_request(req)?;
+    let synced = push::sync_integration(ctx, &integration, sync.since, sync.full, deadline).await?;
     Ok(json(StatusCode::OK, &synced))
 }

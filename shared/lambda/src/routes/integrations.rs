@@ -6,7 +6,8 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use crmsync_app::integrations::{self, ApiKeyConnection};
-use crmsync_domain::{IntegrationStatus, Provider};
+use crmsync_crm::CrmSettings;
+use crmsync_domain::{IntegrationStatus, Provider, Region};
 use crmsync_store::{IntegrationPatch, IntegrationView};
 use http::{HeaderValue, Method, StatusCode, header};
 use serde::{Deserialize, Serialize};
@@ -33,10 +34,15 @@ struct IntegrationJson<'a> {
     token_expires_at: Option<String>,
     last_error: Option<&'a str>,
     created_at: String,
+    /// The region numbers written without a country code are read in: the integration's own, else
+    /// its CRM's default.
+    phone_region: Region,
+    /// When a complete read (which also finds what was deleted in the CRM) last finished.
+    last_full_sync_at: Option<String>,
 }
 
-impl<'a> From<&'a IntegrationView> for IntegrationJson<'a> {
-    fn from(v: &'a IntegrationView) -> Self {
+impl<'a> IntegrationJson<'a> {
+    fn of(v: &'a IntegrationView, crm: &CrmSettings) -> Self {
         IntegrationJson {
             id: v.id,
             provider: v.provider,
@@ -49,6 +55,10 @@ impl<'a> From<&'a IntegrationView> for IntegrationJson<'a> {
             token_expires_at: v.token_expires_at.map(secs),
             last_error: v.last_error.as_deref(),
             created_at: secs(v.created_at),
+            phone_region: v
+                .phone_region
+                .unwrap_or_else(|| crmsync_crm::kind(v.provider).phone_region(crm)),
+            last_full_sync_at: v.last_full_sync_at.map(secs),
         }
     }
 }
@@ -65,6 +75,7 @@ struct ConnectBody {
     api_key: String,
     auto_sync: Option<bool>,
     risk_threshold: Option<i64>,
+    phone_region: Option<String>,
 }
 
 /// `PUT /api/integrations/{id}`.
@@ -74,6 +85,16 @@ struct UpdateBody {
     auto_sync: Option<bool>,
     risk_threshold: Option<i64>,
     status: Option<String>,
+    phone_region: Option<String>,
+}
+
+/// `phoneRegion`: an ISO 3166-1 alpha-2 code.
+fn phone_region(raw: Option<&str>) -> Result<Option<Region>, ApiError> {
+    raw.map(|r| {
+        r.parse::<Region>()
+            .map_err(|e| ApiError::bad_request(format!("`phoneRegion`: {e}.")))
+    })
+    .transpose()
 }
 
 fn risk_threshold(raw: Option<i64>) -> Result<Option<i32>, ApiError> {
@@ -97,8 +118,8 @@ fn user_status(raw: Option<&str>) -> Result<Option<IntegrationStatus>, ApiError>
     }
 }
 
-fn one(status: StatusCode, view: &IntegrationView) -> Response {
-    json(status, &IntegrationJson::from(view))
+fn one(app: &App, status: StatusCode, view: &IntegrationView) -> Response {
+    json(status, &IntegrationJson::of(view, &app.settings.crm))
 }
 
 /// `GET/POST /api/integrations`, `GET/PUT/DELETE /api/integrations/{id}`.
@@ -130,7 +151,10 @@ async fn route(app: &App, req: &lambda_http::Request) -> Result<Response, ApiErr
 
 async fn list(app: &App, user: Uuid) -> Result<Response, ApiError> {
     let views = integrations::list(app.context().await?, user).await?;
-    let integrations: Vec<IntegrationJson<'_>> = views.iter().map(IntegrationJson::from).collect();
+    let integrations: Vec<IntegrationJson<'_>> = views
+        .iter()
+        .map(|v| IntegrationJson::of(v, &app.settings.crm))
+        .collect();
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "integrations": integrations }),
@@ -148,6 +172,7 @@ async fn connect(app: &App, caller: &Caller, body: &[u8]) -> Result<Response, Ap
         auto_sync: body.auto_sync,
         risk_threshold: risk_threshold(body.risk_threshold)?,
         status: None,
+        phone_region: phone_region(body.phone_region.as_deref())?,
     };
     let ctx = app.context().await?;
     // Each connect costs a CRM call with a caller-chosen key: limited, so keys cannot be guessed.
@@ -161,9 +186,9 @@ async fn connect(app: &App, caller: &Caller, body: &[u8]) -> Result<Response, Ap
     let connected = integrations::connect(ctx, caller.user_id, connection).await?;
     let view = &connected.integration;
     if !connected.created {
-        return Ok(one(StatusCode::OK, view));
+        return Ok(one(app, StatusCode::OK, view));
     }
-    let mut resp = one(StatusCode::CREATED, view);
+    let mut resp = one(app, StatusCode::CREATED, view);
     if let Ok(location) = HeaderValue::from_str(&format!("/api/integrations/{}", view.id)) {
         resp.headers_mut().insert(header::LOCATION, location);
     }
@@ -172,7 +197,7 @@ async fn connect(app: &App, caller: &Caller, body: &[u8]) -> Result<Response, Ap
 
 async fn read(app: &App, user: Uuid, id: Uuid) -> Result<Response, ApiError> {
     let view = integrations::get(app.context().await?, user, id).await?;
-    Ok(one(StatusCode::OK, &view))
+    Ok(one(app, StatusCode::OK, &view))
 }
 
 async fn update(app: &App, user: Uuid, id: Uuid, body: &[u8]) -> Result<Response, ApiError> {
@@ -181,9 +206,10 @@ async fn update(app: &App, user: Uuid, id: Uuid, body: &[u8]) -> Result<Response
         auto_sync: body.auto_sync,
         risk_threshold: risk_threshold(body.risk_threshold)?,
         status: user_status(body.status.as_deref())?,
+        phone_region: phone_region(body.phone_region.as_deref())?,
     };
     let view = integrations::update(app.context().await?, user, id, &patch).await?;
-    Ok(one(StatusCode::OK, &view))
+    Ok(one(app, StatusCode::OK, &view))
 }
 
 async fn disconnect(app: &App, user: Uuid, id: Uuid) -> Result<Response, ApiError> {
