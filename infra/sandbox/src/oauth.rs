@@ -63,6 +63,8 @@ struct AuthCode {
 #[derive(Debug, Clone)]
 pub(crate) struct AccessToken {
     pub expires: i64,
+    /// The scope granted (OAuth tokens); `None`: a REX login session, which has the user's rights.
+    pub scope: Option<String>,
 }
 
 struct RefreshToken {
@@ -93,6 +95,15 @@ pub(crate) struct OAuthState {
 }
 
 impl OAuthState {
+    /// Whether the token's scope grants `wanted` (a session without a scope grants everything).
+    pub(crate) fn grants(&self, token: &str, wanted: &str) -> bool {
+        self.access.get(token).is_none_or(|t| {
+            t.scope
+                .as_deref()
+                .is_none_or(|s| s.split_whitespace().any(|x| x == wanted))
+        })
+    }
+
     pub(crate) fn check(&self, token: &str) -> TokenCheck {
         match self.access.get(token) {
             Some(t) if t.expires > now_ms() => TokenCheck::Valid,
@@ -155,6 +166,7 @@ impl OAuthState {
             access.clone(),
             AccessToken {
                 expires: now_ms() + flavor.access_ttl_secs as i64 * 1000,
+                scope: Some(scope.to_string()),
             },
         );
         self.refresh.insert(

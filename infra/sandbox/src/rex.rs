@@ -315,6 +315,20 @@ async fn rpc(
             );
         }
     }
+    // REX documents no scopes (crm-apis §3, UNCONFIRMED); the harsher reading: an OAuth token
+    // granted `rex.read` only reads, and writes need `rex.write`.
+    if matches!(
+        (svc.as_str(), m.as_str()),
+        ("contacts", "create" | "update")
+    ) && !st.oauth.grants(tok, "rex.write")
+    {
+        return rex_error(
+            &ctx,
+            StatusCode::FORBIDDEN,
+            "PermissionError",
+            "The token's scope does not allow writes.",
+        );
+    }
     match (svc.as_str(), m.as_str()) {
         ("contacts", "search") | ("contacts", "list") => search(&app, &mut st, &ctx),
         ("contacts", "read") => read(&st, &ctx),
@@ -365,6 +379,7 @@ fn login(app: &App, st: &mut RexState, ctx: &Ctx) -> Response {
         token.clone(),
         AccessToken {
             expires: now_ms() + lifetime.saturating_mul(1000),
+            scope: None,
         },
     );
     bump(&app.stats(Provider::Rex).logins);

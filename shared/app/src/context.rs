@@ -59,6 +59,10 @@ pub struct Settings {
     /// The ceiling of the first backoff between push attempts (it doubles; each wait is drawn below
     /// its ceiling). Tests shrink it.
     pub push_backoff: Duration,
+    /// How long after a create whose answer never came crmsync waits before it looks for the person
+    /// (and creates it only if it is not there): the CRM may still be processing the create, and Lofty
+    /// shows new leads only after a while (crm-apis §2.2, §4). Tests shrink it.
+    pub create_settle: Duration,
 }
 
 impl Default for Settings {
@@ -66,6 +70,7 @@ impl Default for Settings {
         Settings {
             phone_region: Region::default(),
             push_backoff: Duration::from_millis(500),
+            create_settle: Duration::from_secs(60),
         }
     }
 }

@@ -25,6 +25,12 @@ pub enum AppError {
     /// The CRM failed, after retries.
     #[error("{0}")]
     Upstream(String),
+    /// The CRM is limiting our requests: try again after `retry_after`.
+    #[error("{detail}")]
+    CrmRateLimited {
+        detail: String,
+        retry_after: std::time::Duration,
+    },
     /// Something failed on our side. The sentence is for operators' logs, with its cause.
     #[error("{0}")]
     Internal(Internal),
@@ -71,10 +77,13 @@ impl AppError {
             CrmError::InvalidCredentials => AppError::InvalidCredentials(format!(
                 "{crm} refused the credentials; reconnect the integration."
             )),
-            CrmError::RateLimited { retry_after } => AppError::Upstream(format!(
-                "{crm} is limiting our requests; try again in {} s.",
-                retry_after.as_secs().max(1)
-            )),
+            CrmError::RateLimited { retry_after } => AppError::CrmRateLimited {
+                detail: format!(
+                    "{crm} is limiting our requests; try again in {} s.",
+                    retry_after.as_secs().max(1)
+                ),
+                retry_after,
+            },
             CrmError::Upstream { status, message } => {
                 tracing::warn!(provider = provider.as_str(), status, error = %message, "CRM call failed");
                 AppError::Upstream(format!(
@@ -85,11 +94,20 @@ impl AppError {
                 tracing::warn!(provider = provider.as_str(), error = %why, "CRM unreachable");
                 AppError::Upstream(format!("{crm} could not be reached."))
             }
+            CrmError::Unanswered(why) => {
+                tracing::warn!(provider = provider.as_str(), error = %why, "CRM answer lost");
+                AppError::Upstream(format!(
+                    "{crm} did not answer a write; crmsync checks whether it was done before trying again."
+                ))
+            }
             CrmError::Decode(why) => {
                 tracing::warn!(provider = provider.as_str(), error = %why, "CRM answer not understood");
                 AppError::Upstream(format!("{crm} sent an answer we could not read."))
             }
             CrmError::NotFound => AppError::Upstream(format!("{crm} did not find the record.")),
+            CrmError::OutOfTime => AppError::Upstream(format!(
+                "The time for calling {crm} ran out; the rest is done by the next run."
+            )),
             CrmError::ListingTooDeep => {
                 AppError::Upstream(format!("{crm} would not list the records any further."))
             }

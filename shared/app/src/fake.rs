@@ -18,6 +18,7 @@ pub enum Call {
     Find,
     Create,
     Update { external_id: String },
+    Read { external_id: String },
 }
 
 /// A CRM account with Follow Up Boss's record shapes and whatever answers the test scripts.
@@ -26,6 +27,7 @@ pub struct FakeCrm {
     pages: Script<Page>,
     finds: Script<Option<(String, Value)>>,
     writes: Script<PushResult>,
+    reads: Script<Value>,
     calls: Mutex<Vec<Call>>,
 }
 
@@ -50,6 +52,11 @@ impl FakeCrm {
 
     pub fn write(&self, result: Result<PushResult, CrmError>) -> &Self {
         self.writes.lock().unwrap().push_back(result);
+        self
+    }
+
+    pub fn read(&self, record: Result<Value, CrmError>) -> &Self {
+        self.reads.lock().unwrap().push_back(record);
         self
     }
 
@@ -139,5 +146,13 @@ impl Crm for FakeCrm {
                 action: PushAction::Updated,
             })
         })
+    }
+
+    async fn read(&self, external_id: &str) -> Result<Value, CrmError> {
+        self.record(Call::Read {
+            external_id: external_id.to_owned(),
+        });
+        let next = self.reads.lock().unwrap().pop_front();
+        next.unwrap_or_else(|| Ok(json!({"id": external_id})))
     }
 }

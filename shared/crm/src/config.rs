@@ -147,7 +147,7 @@ mod tests {
             "https://api.rexsoftware.com/oauth/authorize"
         );
         assert_eq!(s.rex.token_url, "https://api.rexsoftware.com/oauth/token");
-        assert_eq!(s.rex.scope, "openid profile rex.read");
+        assert_eq!(s.rex.scope, "openid profile rex.read rex.write");
         assert_eq!(
             s.rex.redirect_uri,
             "https://dash.example.com/api/integrations/rex/oauth/callback"

@@ -29,12 +29,19 @@ pub enum CrmError {
     /// The CRM could not be reached (connection refused, timeout, dropped connection).
     #[error("could not reach the CRM: {0}")]
     Transport(String),
+    /// A write was sent and its answer never came (timed out, or the connection dropped after the
+    /// request went out): the CRM may have processed it.
+    #[error("the CRM's answer to a write was lost: {0}")]
+    Unanswered(String),
     /// The CRM answered 2xx with a body we cannot read.
     #[error("unexpected response from the CRM: {0}")]
     Decode(String),
     /// The record does not exist in the CRM.
     #[error("the record was not found in the CRM")]
     NotFound,
+    /// Too little time was left before the caller's deadline to send the call (nothing was sent).
+    #[error("no time left for the CRM call")]
+    OutOfTime,
     /// The CRM refuses to list further this way (deep offsets): read the account in full instead.
     #[error("the CRM does not page this listing any deeper")]
     ListingTooDeep,
@@ -46,9 +53,29 @@ impl CrmError {
     /// and other 4xx answers will fail the same way again.
     pub fn is_retryable(&self) -> bool {
         match self {
-            CrmError::Transport(_) | CrmError::RateLimited { .. } | CrmError::Decode(_) => true,
+            CrmError::Transport(_)
+            | CrmError::Unanswered(_)
+            | CrmError::RateLimited { .. }
+            | CrmError::Decode(_) => true,
             CrmError::Upstream { status, .. } => *status >= 500 || *status == 408 || *status == 429,
-            CrmError::InvalidCredentials | CrmError::NotFound | CrmError::ListingTooDeep => false,
+            CrmError::InvalidCredentials
+            | CrmError::NotFound
+            | CrmError::ListingTooDeep
+            | CrmError::OutOfTime => false,
+        }
+    }
+}
+
+impl CrmError {
+    /// Whether a write that failed this way may nevertheless have been processed by the CRM, so that
+    /// sending it again could do it twice: its answer was lost, was a server error (5xx: the CRM may
+    /// have failed after writing), or was a success we could not read. A refusal (4xx, 429: "your
+    /// request was not processed", crm-apis §1.4) or a connection that never opened was not.
+    pub fn may_have_been_processed(&self) -> bool {
+        match self {
+            CrmError::Unanswered(_) | CrmError::Decode(_) => true,
+            CrmError::Upstream { status, .. } => *status >= 500,
+            _ => false,
         }
     }
 }

@@ -36,7 +36,7 @@ use serde_json::Value;
 pub use config::{BadSetting, Common, CrmConfig, CrmSecrets, CrmSettings};
 pub use error::CrmError;
 pub use oauth::{OAuthConfig, OAuthFlavour, TokenSet};
-pub use transport::{CrmHttp, Pacer, RetryPolicy, Sleeper, Timeouts};
+pub use transport::{CrmHttp, Pacer, RetryPolicy, Sleeper, Timeouts, with_deadline};
 
 /// The static facts of one CRM: how it authenticates, how it answers, how fast it may be called, how
 /// its records map to ours. One value per provider, from [`kind`].
@@ -89,6 +89,13 @@ pub trait CrmKind: Send + Sync + 'static {
 
     /// The status of a failure the CRM reported inside a success answer (`None`: the answer is what
     /// its HTTP status says).
+    /// Whether the CRM takes an update of a person it created but does not show yet (Lofty persists
+    /// creates asynchronously and "follow-up writes [are] unaffected", crm-apis §2.2): such an update
+    /// is sent with no record to compare with.
+    fn writes_before_visible(&self) -> bool {
+        false
+    }
+
     fn failure_in_body(&self, _body: Option<&Value>) -> Option<u16> {
         None
     }
@@ -176,6 +183,10 @@ pub trait Crm: Send + Sync {
         existing: &Value,
         lead: &Lead,
     ) -> Result<PushResult, CrmError>;
+
+    /// The person `external_id`'s record, as an update needs it; `NotFound` when the CRM does not
+    /// show it (deleted, or not persisted yet: [`CrmKind::writes_before_visible`]).
+    async fn read(&self, external_id: &str) -> Result<Value, CrmError>;
 }
 
 /// A handle to one CRM account. Cheap to clone; clones share pacing.
@@ -244,6 +255,10 @@ impl CrmClient {
     }
 
     /// See [`Crm::update`].
+    pub async fn read(&self, external_id: &str) -> Result<Value, CrmError> {
+        self.0.read(external_id).await
+    }
+
     pub async fn update(
         &self,
         external_id: &str,

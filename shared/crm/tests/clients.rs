@@ -283,7 +283,7 @@ async fn rex_authorize_url_has_s256_challenge_and_exchange_sends_the_verifier() 
     assert_eq!(q["response_type"], "code");
     assert_eq!(q["code_challenge"], challenge);
     assert_eq!(q["code_challenge_method"], "S256");
-    assert_eq!(q["scope"], "openid profile rex.read");
+    assert_eq!(q["scope"], "openid profile rex.read rex.write");
     assert_eq!(q["state"], state);
     assert_eq!(q["client_id"], "rex-client");
 

@@ -68,7 +68,8 @@ fn lenient_tags<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, 
 
 /// A validated lead. Strings are trimmed (empty means absent), names whitespace-collapsed, the
 /// e-mail lower-cased, the phone E.164 (or `None` when missing or unparseable: the push then logs
-/// "skipped: no phone"), tags trimmed and de-duplicated in order.
+/// "skipped: no_phone" or "skipped: invalid_phone"), tags trimmed and de-duplicated in order. A risk
+/// score outside 0–100 is kept as it came (rounded away from the range) for the push rules to skip.
 ///
 /// Serializes in the camelCase envelope shape, so a serialized `Lead` reads back through
 /// [`LeadPayload`] to the same `Lead`.
@@ -80,6 +81,9 @@ pub struct Lead {
     pub first_name: Option<String>,
     pub last_name: Option<String>,
     pub phone: Option<PhoneNumber>,
+    /// A phone was given but is not a valid number.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub phone_invalid: bool,
     pub email: Option<String>,
     pub risk_score: Option<i32>,
     pub source: Option<String>,
@@ -102,8 +106,6 @@ pub enum LeadError {
     InvalidUpdatedAt(String),
     #[error("lead riskScore {0:?} is not a number")]
     InvalidRiskScore(String),
-    #[error("lead riskScore {0} is outside 0..=100")]
-    RiskScoreOutOfRange(String),
     #[error("webhook body is not a lead event: {0}")]
     InvalidEnvelope(&'static str),
     #[error("webhook event {0:?} is not a lead creation or update")]
@@ -142,15 +144,17 @@ impl Lead {
             }
         }
 
+        let given = p.phone.as_deref().and_then(non_empty);
+        let phone = given
+            .as_deref()
+            .and_then(|raw| PhoneNumber::parse(raw, region).ok());
         Ok(Lead {
             id,
             user_id,
             first_name: p.first_name.as_deref().and_then(json::clean_name),
             last_name: p.last_name.as_deref().and_then(json::clean_name),
-            phone: p
-                .phone
-                .as_deref()
-                .and_then(|raw| PhoneNumber::parse(raw, region).ok()),
+            phone_invalid: given.is_some() && phone.is_none(),
+            phone,
             email: p.email.as_deref().and_then(json::normalize_email),
             risk_score,
             source: p.source.as_deref().and_then(non_empty),
@@ -160,15 +164,31 @@ impl Lead {
         })
     }
 
-    /// Identity of this version of the lead, for idempotent delivery: `updated_at` in RFC 3339
-    /// with millisecond precision (`2024-05-01T10:00:00.123Z`) when present, otherwise
-    /// `sha256:<hex>` of a canonical serialization of every field (key order and whitespace of
-    /// the original JSON do not matter; tags are compared as a set). The key identifies a
-    /// version of *one* lead: pair it with [`Lead::id`] (and the user) when storing it.
+    /// Identity of this version of the lead, for idempotent delivery: `sha256:<hex>` of a canonical
+    /// serialization of every field but `updatedAt` (key order and whitespace of the original JSON do
+    /// not matter; tags are compared as a set), preceded by `updated_at` in RFC 3339 with millisecond
+    /// precision and a `/` when present (`2024-05-01T10:00:00.123Z/sha256:…`). The content is always
+    /// part of it: a sender that does not bump `updatedAt` still sends each edit as a new version. The
+    /// key identifies a version of *one* lead: pair it with [`Lead::id`] (and the user).
     pub fn version_key(&self) -> String {
-        if let Some(t) = self.updated_at {
-            return t.to_rfc3339_opts(SecondsFormat::Millis, true);
+        let hash = self.content_hash();
+        match self.updated_at {
+            Some(t) => format!("{}/{hash}", t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            None => hash,
         }
+    }
+
+    /// What a lead's phone is, for the push rules.
+    pub fn phone_state(&self) -> crate::policy::LeadPhone {
+        use crate::policy::LeadPhone;
+        match (&self.phone, self.phone_invalid) {
+            (Some(_), _) => LeadPhone::Usable,
+            (None, true) => LeadPhone::Invalid,
+            (None, false) => LeadPhone::Missing,
+        }
+    }
+
+    fn content_hash(&self) -> String {
         let mut tags: Vec<&str> = self.tags.iter().map(String::as_str).collect();
         tags.sort_unstable();
         // An array of [key, value] pairs in a fixed order: independent of serde_json's map
@@ -201,9 +221,10 @@ fn non_empty(s: &str) -> Option<String> {
     (!t.is_empty()).then(|| t.to_owned())
 }
 
-/// Integers 0..=100, as a number or a numeric string. A fractional score is rounded *up*
-/// (20.2 counts as 21), so that a lead just above an integration's risk threshold is never
-/// pushed because of rounding.
+/// A number or a numeric string. A fractional score is rounded *up* (20.2 counts as 21), so that a
+/// lead just above an integration's risk threshold is never pushed because of rounding; a negative
+/// one is rounded down (-0.5 counts as -1), so that it stays out of range. A score outside 0–100 is
+/// not an error here: the push rules skip it (and log why) for every integration.
 fn risk_score(v: Option<&Value>) -> Result<Option<i32>, LeadError> {
     let number: f64 = match v {
         None | Some(Value::Null) => return Ok(None),
@@ -238,23 +259,17 @@ fn risk_score(v: Option<&Value>) -> Result<Option<i32>, LeadError> {
             "a non-finite number".to_owned(),
         ));
     }
-    let up = number.ceil();
-    if !(0.0..=100.0).contains(&up) {
-        return Err(LeadError::RiskScoreOutOfRange(json::shorten(
-            &number.to_string(),
-            20,
-        )));
-    }
-    // 0.0..=100.0 and integral: the cast is exact.
-    Ok(Some(up as i32))
+    let rounded = if number < 0.0 {
+        number.floor()
+    } else {
+        number.ceil()
+    };
+    // `as` saturates: a huge score stays out of range.
+    Ok(Some(rounded as i32))
 }
 
 fn int_score(i: i64) -> Result<i32, LeadError> {
-    if (0..=100).contains(&i) {
-        Ok(i as i32)
-    } else {
-        Err(LeadError::RiskScoreOutOfRange(i.to_string()))
-    }
+    Ok(i.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32)
 }
 
 /// What happened to the lead.
@@ -350,7 +365,10 @@ mod tests {
         assert_eq!(l.source.as_deref(), Some("Echo Safe"));
         assert_eq!(l.tags, ["buyer", "hot"]);
         assert_eq!(l.notes.as_deref(), Some("call after 5"));
-        assert_eq!(l.version_key(), "2024-05-01T10:00:00.123Z");
+        assert!(
+            l.version_key()
+                .starts_with("2024-05-01T10:00:00.123Z/sha256:")
+        );
     }
 
     #[test]
@@ -375,8 +393,10 @@ mod tests {
         let l = lead(json!({"id": "1", "userId": USER})).unwrap();
         assert_eq!(l.phone, None);
         assert_eq!(l.display_name(), "");
+        assert_eq!(l.phone_state(), crate::policy::LeadPhone::Missing);
         let l = lead(json!({"id": "1", "userId": USER, "phone": "n/a"})).unwrap();
         assert_eq!(l.phone, None);
+        assert_eq!(l.phone_state(), crate::policy::LeadPhone::Invalid);
         let l = lead(json!({"id": "1", "userId": USER, "phone": 4155550123_u64})).unwrap();
         assert_eq!(l.phone.unwrap().as_str(), "+14155550123");
     }
@@ -396,14 +416,6 @@ mod tests {
         assert_eq!(
             lead(json!({"id": "1", "userId": USER, "updatedAt": "last tuesday"})),
             Err(LeadError::InvalidUpdatedAt("last tuesday".into()))
-        );
-        assert_eq!(
-            lead(json!({"id": "1", "userId": USER, "riskScore": 101})),
-            Err(LeadError::RiskScoreOutOfRange("101".into()))
-        );
-        assert_eq!(
-            lead(json!({"id": "1", "userId": USER, "riskScore": "-1"})),
-            Err(LeadError::RiskScoreOutOfRange("-1".into()))
         );
         assert_eq!(
             lead(json!({"id": "1", "userId": USER, "riskScore": "high"})),
@@ -433,11 +445,13 @@ mod tests {
         assert_eq!(score(json!(15.0)), Ok(Some(15)));
         assert_eq!(score(json!(20.2)), Ok(Some(21)));
         assert_eq!(score(json!("99.5")), Ok(Some(100)));
-        assert_eq!(
-            score(json!(100.5)),
-            Err(LeadError::RiskScoreOutOfRange("100.5".into()))
-        );
-        assert!(score(json!(1e300)).unwrap_err().to_string().len() < 80);
+        // Out of range is kept (and skipped by the push rules), never rounded into range.
+        assert_eq!(score(json!(100.5)), Ok(Some(101)));
+        assert_eq!(score(json!(-0.5)), Ok(Some(-1)));
+        assert_eq!(score(json!(-1)), Ok(Some(-1)));
+        assert_eq!(score(json!("150")), Ok(Some(150)));
+        assert_eq!(score(json!(1e300)), Ok(Some(i32::MAX)));
+        assert_eq!(score(json!(-9_000_000_000_i64)), Ok(Some(i32::MIN)));
     }
 
     #[test]
@@ -470,8 +484,16 @@ mod tests {
                 .unwrap()
                 .version_key()
         };
-        assert_eq!(k("2024-05-01T12:00:00+02:00"), "2024-05-01T10:00:00.000Z");
-        assert_eq!(k("2024-05-01T10:00:00.1234Z"), "2024-05-01T10:00:00.123Z");
+        assert!(k("2024-05-01T12:00:00+02:00").starts_with("2024-05-01T10:00:00.000Z/sha256:"));
+        assert!(k("2024-05-01T10:00:00.1234Z").starts_with("2024-05-01T10:00:00.123Z/sha256:"));
+        // An edit that does not bump updatedAt is still a new version.
+        let a = lead(
+            json!({"id": "1", "userId": USER, "firstName": "A", "updatedAt": "2024-05-01T10:00:00Z"}),
+        );
+        let b = lead(
+            json!({"id": "1", "userId": USER, "firstName": "B", "updatedAt": "2024-05-01T10:00:00Z"}),
+        );
+        assert_ne!(a.unwrap().version_key(), b.unwrap().version_key());
     }
 
     #[test]

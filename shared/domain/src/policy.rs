@@ -20,13 +20,20 @@ pub const PUSH_RETRIES: u32 = 3;
 /// The longest wait between two tries of a failed delivery.
 const MAX_RETRY_MINUTES: i64 = 360;
 
+/// The lowest and highest risk scores: a score outside is skipped (and logged), not pushed.
+pub const RISK_SCORES: std::ops::RangeInclusive<i32> = 0..=100;
+
 /// Why a lead is not pushed to an integration. Logged as the `action` of a `skipped` push log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PushSkip {
-    /// The lead has no usable phone: the CRM person is found by phone.
+    /// The lead has no phone: the CRM person is found by phone.
     NoPhone,
+    /// The lead has a phone that is not a valid number.
+    InvalidPhone,
     /// The lead carries no risk score: only scored leads are pushed.
     NoRiskScore,
+    /// The lead's risk score is outside 0–100.
+    RiskOutOfRange,
     /// The lead's risk score is above the integration's threshold.
     RiskAboveThreshold,
 }
@@ -35,10 +42,20 @@ impl PushSkip {
     pub fn as_str(self) -> &'static str {
         match self {
             PushSkip::NoPhone => "no_phone",
+            PushSkip::InvalidPhone => "invalid_phone",
             PushSkip::NoRiskScore => "no_risk_score",
+            PushSkip::RiskOutOfRange => "risk_out_of_range",
             PushSkip::RiskAboveThreshold => "risk_above_threshold",
         }
     }
+}
+
+/// What a lead's phone is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LeadPhone {
+    Missing,
+    Invalid,
+    Usable,
 }
 
 impl fmt::Display for PushSkip {
@@ -47,14 +64,18 @@ impl fmt::Display for PushSkip {
     }
 }
 
-/// Whether a lead goes to an integration whose risk threshold is `threshold`: only with a phone and a
-/// risk score at or under the threshold (a score equal to the threshold is pushed).
-pub fn skip_reason(risk: Option<i32>, threshold: i32, has_phone: bool) -> Option<PushSkip> {
-    if !has_phone {
-        return Some(PushSkip::NoPhone);
+/// Whether a lead goes to an integration whose risk threshold is `threshold`: only with a usable
+/// phone and a risk score in 0–100 at or under the threshold (a score equal to the threshold is
+/// pushed).
+pub fn skip_reason(risk: Option<i32>, threshold: i32, phone: LeadPhone) -> Option<PushSkip> {
+    match phone {
+        LeadPhone::Missing => return Some(PushSkip::NoPhone),
+        LeadPhone::Invalid => return Some(PushSkip::InvalidPhone),
+        LeadPhone::Usable => {}
     }
     match risk {
         None => Some(PushSkip::NoRiskScore),
+        Some(r) if !RISK_SCORES.contains(&r) => Some(PushSkip::RiskOutOfRange),
         Some(r) if r > threshold => Some(PushSkip::RiskAboveThreshold),
         Some(_) => None,
     }
@@ -83,14 +104,30 @@ mod tests {
 
     #[test]
     fn leads_are_pushed_only_at_or_under_the_threshold_with_a_phone() {
-        assert_eq!(skip_reason(Some(20), 20, true), None);
-        assert_eq!(skip_reason(Some(0), 20, true), None);
+        let ok = LeadPhone::Usable;
+        assert_eq!(skip_reason(Some(20), 20, ok), None);
+        assert_eq!(skip_reason(Some(0), 20, ok), None);
         assert_eq!(
-            skip_reason(Some(21), 20, true),
+            skip_reason(Some(21), 20, ok),
             Some(PushSkip::RiskAboveThreshold)
         );
-        assert_eq!(skip_reason(None, 20, true), Some(PushSkip::NoRiskScore));
-        assert_eq!(skip_reason(Some(5), 20, false), Some(PushSkip::NoPhone));
+        assert_eq!(skip_reason(None, 20, ok), Some(PushSkip::NoRiskScore));
+        assert_eq!(
+            skip_reason(Some(-1), 20, ok),
+            Some(PushSkip::RiskOutOfRange)
+        );
+        assert_eq!(
+            skip_reason(Some(150), 200, ok),
+            Some(PushSkip::RiskOutOfRange)
+        );
+        assert_eq!(
+            skip_reason(Some(5), 20, LeadPhone::Missing),
+            Some(PushSkip::NoPhone)
+        );
+        assert_eq!(
+            skip_reason(Some(5), 20, LeadPhone::Invalid),
+            Some(PushSkip::InvalidPhone)
+        );
         assert_eq!(
             PushSkip::RiskAboveThreshold.as_str(),
             "risk_above_threshold"

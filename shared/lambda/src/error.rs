@@ -115,6 +115,12 @@ impl ApiError {
         err.retry_after_secs = Some(secs);
         err
     }
+    /// A CRM is limiting our requests: the caller may retry after `retry_after_secs` (at least 1).
+    pub fn crm_rate_limited(detail: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut err = Self::new(ErrorCode::RateLimited, detail);
+        err.retry_after_secs = Some(retry_after_secs.max(1));
+        err
+    }
     /// The CRM failed after retries. `detail` must not contain the CRM's raw body.
     pub fn upstream(detail: impl Into<String>) -> Self {
         Self::new(ErrorCode::UpstreamError, detail)
@@ -176,6 +182,10 @@ impl From<AppError> for ApiError {
             AppError::Busy(d) => ApiError::conflict(d),
             AppError::InvalidCredentials(d) => ApiError::invalid_credentials(d),
             AppError::Upstream(d) => ApiError::upstream(d),
+            AppError::CrmRateLimited {
+                detail,
+                retry_after,
+            } => ApiError::crm_rate_limited(detail, retry_after.as_secs_f64().ceil() as u64),
             AppError::Internal(cause) => ApiError::internal(cause),
         }
     }

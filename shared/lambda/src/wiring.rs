@@ -49,6 +49,8 @@ pub struct App {
     pub http: CrmHttp,
     /// See `crmsync_app::Settings::push_backoff`.
     pub push_backoff: Duration,
+    /// See `crmsync_app::Settings::create_settle`.
+    pub create_settle: Duration,
     secrets: Deferred<SecretsProvider>,
     ready: OnceCell<Ready>,
 }
@@ -102,6 +104,7 @@ impl App {
             limiter: Arc::new(limiter),
             http,
             push_backoff: crmsync_app::Settings::default().push_backoff,
+            create_settle: crmsync_app::Settings::default().create_settle,
             secrets,
             ready: OnceCell::new(),
         })
@@ -130,6 +133,7 @@ impl App {
                     settings: crmsync_app::Settings {
                         phone_region: self.settings.default_phone_region,
                         push_backoff: self.push_backoff,
+                        create_settle: self.create_settle,
                     },
                 };
                 Ok(Ready { secrets, jwt, ctx })

@@ -331,6 +331,10 @@ impl Store {
             )
             .await?;
         let record = row.as_ref().map(integration_from_row).transpose()?;
+        if record.is_some() {
+            // Connected again: what waited for it goes out at once.
+            crate::outbox::make_due_in(&tx, id).await?;
+        }
         tx.commit().await?;
         Ok(record)
     }
@@ -437,6 +441,10 @@ impl Store {
             )
             .await?;
         let view = row.as_ref().map(view_from_row).transpose()?;
+        if view.is_some() && patch.status == Some(IntegrationStatus::Active) {
+            // Resumed: what waited (paused, or in backoff) goes out at once.
+            crate::outbox::make_due_in(&tx, id).await?;
+        }
         tx.commit().await?;
         Ok(view)
     }

@@ -23,7 +23,7 @@ pub mod vault;
 
 pub use contacts::{SourceBatch, StoredContact, UpsertReport};
 pub use integrations::{IntegrationPatch, IntegrationRecord, IntegrationView, LockedIntegration};
-pub use outbox::{Accepted, ClaimedDelivery, DeliveryOutcome, NewLeadEvent};
+pub use outbox::{Accepted, ClaimedDelivery, DeliveryOutcome, Finished, NewLeadEvent, PushLink};
 pub use sync::SyncLease;
 pub use sync_logs::{LogCursor, NewSyncLog, SyncLogPage, SyncLogRecord};
 pub use tx::OwnedTx;

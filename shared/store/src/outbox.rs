@@ -1,13 +1,18 @@
 //! The push outbox: lead events (one row per lead version) and their deliveries (one per integration).
 //!
-//! A webhook writes the event and its deliveries in one transaction before anything is sent; a
-//! delivery is claimed with a lease (`next_attempt_at` moved forward) so two processors never push it
-//! at once, and a processor that dies only delays it until the lease runs out.
+//! A webhook writes the event and its deliveries in one transaction before anything is sent: one for
+//! every integration with auto-sync on, paused or waiting for a reconnect or not (those wait, and go out
+//! when the integration is active again). Deliveries of one lead to one integration are pushed one at a
+//! time, newest version first: claiming one supersedes the older versions still pending, and a version
+//! older than what was delivered is superseded too. A claimed delivery holds a lease (`leased_until`,
+//! `lease_token`): nobody else claims it before the lease runs out, and finishing it checks the token,
+//! so a processor whose lease ran out cannot record anything. `push_links` remembers what a lead is in
+//! each CRM, and a create sent whose answer never came.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use crmsync_domain::policy;
+use crmsync_domain::policy::{self, LeadPhone};
 use crmsync_domain::{Direction, IntegrationStatus, LogStatus, Provider, Trigger};
 use uuid::Uuid;
 
@@ -24,7 +29,9 @@ pub struct NewLeadEvent<'a> {
     pub event: &'a str,
     pub payload: &'a serde_json::Value,
     pub risk_score: Option<i32>,
-    pub has_phone: bool,
+    pub phone: LeadPhone,
+    /// The lead's own update time (`updatedAt`): versions are ordered by it, then by arrival.
+    pub lead_updated_at: Option<DateTime<Utc>>,
 }
 
 /// What recording a lead event did.
@@ -33,20 +40,36 @@ pub struct Accepted {
     pub event_id: Uuid,
     /// This version of the lead was recorded before: nothing new was created.
     pub duplicate: bool,
-    /// Deliveries waiting to be pushed.
+    /// Deliveries waiting to be pushed (those of paused integrations included).
     pub pending: Vec<Uuid>,
-    /// Integrations skipped for this lead (risk above threshold, no phone, no risk score).
+    /// Integrations skipped for this lead (risk out of range or above threshold, no usable phone,
+    /// no risk score).
     pub skipped: usize,
+}
+
+/// What crmsync knows of a lead in one CRM.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushLink {
+    /// The CRM's id of the person.
+    pub external_id: Option<String>,
+    /// A create was sent then and its answer never came: it may have been processed.
+    pub create_sent_at: Option<DateTime<Utc>>,
 }
 
 /// A delivery claimed for pushing, with what is needed to push it.
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub delivery_id: Uuid,
+    /// Proves the claim: finishing the delivery checks it.
+    pub lease_token: Uuid,
     pub attempts: i32,
     pub lead_id: String,
     pub payload: serde_json::Value,
     pub integration: IntegrationRecord,
+    pub link: PushLink,
+    /// The version's place: its event's `seq` and the lead's update time.
+    pub seq: i64,
+    pub lead_updated_at: Option<DateTime<Utc>>,
 }
 
 /// How a push attempt ended.
@@ -64,15 +87,45 @@ pub enum DeliveryOutcome {
         attempts: i32,
         retry_at: DateTime<Utc>,
     },
-    /// Not tried (pacing): tried again at `retry_at`; counts as nothing.
+    /// Not tried, or not finished for a reason that is no failure (pacing, waiting to learn whether an
+    /// unanswered create was processed): tried again at `retry_at`; counts as nothing.
     Deferred { retry_at: DateTime<Utc> },
 }
 
+/// How recording a finished delivery went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finished {
+    /// Recorded; whether the integration is paused now.
+    Recorded { paused: bool },
+    /// The lease ran out and someone else may hold the delivery: nothing was recorded.
+    LeaseLost,
+}
+
+/// The newest first: a later update time, or with the same (or no) update time a later arrival.
+const VERSION_ORDER: &str = "e.lead_updated_at DESC NULLS LAST, e.seq DESC";
+
+/// Whether the version (`seq`, `updated`) is newer than the one delivered (`delivered_seq`,
+/// `delivered_updated`): by update time where both have one and they differ, else by arrival.
+fn newer_than_delivered(
+    seq: i64,
+    updated: Option<DateTime<Utc>>,
+    delivered_seq: Option<i64>,
+    delivered_updated: Option<DateTime<Utc>>,
+) -> bool {
+    let Some(delivered_seq) = delivered_seq else {
+        return true;
+    };
+    match (updated, delivered_updated) {
+        (Some(a), Some(b)) if a != b => a > b,
+        _ => seq > delivered_seq,
+    }
+}
+
 impl Store {
-    /// Records a lead event for `user` with one delivery per active auto-sync integration, all in one
-    /// transaction; the integrations the push rules skip (`policy::skip_reason`) get a skipped
-    /// delivery and a log row instead. The same lead version recorded twice is a duplicate and creates
-    /// nothing.
+    /// Records a lead event for `user` with one delivery per auto-sync integration (whatever its
+    /// status), all in one transaction; the integrations the push rules skip (`policy::skip_reason`)
+    /// get a skipped delivery and a log row instead. The same lead version recorded twice is a
+    /// duplicate and creates nothing.
     pub async fn accept_lead_event(
         &self,
         user: Uuid,
@@ -83,8 +136,8 @@ impl Store {
         let tx = begin_as(&mut conn, user).await?;
         let inserted = tx
             .query_opt(
-                "INSERT INTO lead_events (user_id, lead_id, version_key, event, payload)
-                 VALUES ($1, $2, $3, $4, $5)
+                "INSERT INTO lead_events (user_id, lead_id, version_key, event, payload, lead_updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (user_id, lead_id, version_key) DO NOTHING
                  RETURNING id",
                 &[
@@ -93,6 +146,7 @@ impl Store {
                     &event.version_key,
                     &event.event,
                     event.payload,
+                    &event.lead_updated_at,
                 ],
             )
             .await?;
@@ -115,7 +169,7 @@ impl Store {
         let integrations = tx
             .query(
                 "SELECT id, provider, risk_threshold FROM crm_integrations
-                  WHERE status = 'active' AND auto_sync ORDER BY created_at, id",
+                  WHERE auto_sync ORDER BY created_at, id",
                 &[],
             )
             .await?;
@@ -123,7 +177,7 @@ impl Store {
         let mut skipped = 0;
         for row in &integrations {
             let (integration_id, threshold): (Uuid, i32) = (row.get(0), row.get(2));
-            let reason = policy::skip_reason(event.risk_score, threshold, event.has_phone);
+            let reason = policy::skip_reason(event.risk_score, threshold, event.phone);
             let status = if reason.is_some() {
                 "skipped"
             } else {
@@ -131,9 +185,9 @@ impl Store {
             };
             let delivery: Uuid = tx
                 .query_one(
-                    "INSERT INTO push_deliveries (event_id, integration_id, user_id, status)
-                     VALUES ($1, $2, $3, $4) RETURNING id",
-                    &[&event_id, &integration_id, &user, &status],
+                    "INSERT INTO push_deliveries (event_id, integration_id, user_id, status, lead_id)
+                     VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                    &[&event_id, &integration_id, &user, &status, &event.lead_id],
                 )
                 .await?
                 .get(0);
@@ -167,8 +221,11 @@ impl Store {
         })
     }
 
-    /// Claims a due delivery of an active integration for `lease`; `None` if it is not due, already
-    /// claimed, finished, or its integration is paused.
+    /// Claims the newest pending version of the lead of `delivery_id` for its integration, for
+    /// `lease`: the older pending versions (perhaps `delivery_id` itself) are superseded, and so is
+    /// the newest when a newer one was delivered already. `None` when there is nothing to push now:
+    /// the lead's versions are being pushed by someone else (who goes on with the newer ones), the
+    /// newest is not due, the integration is not active, or nothing is pending.
     pub async fn claim_delivery(
         &self,
         user: Uuid,
@@ -177,30 +234,108 @@ impl Store {
     ) -> Result<Option<ClaimedDelivery>, StoreError> {
         let mut conn = self.pool.get().await?;
         let tx = begin_as(&mut conn, user).await?;
-        let lease_secs = lease.as_secs_f64();
-        let claimed = tx
+        let Some(row) = tx
             .query_opt(
-                "UPDATE push_deliveries d
-                    SET next_attempt_at = now() + make_interval(secs => $2), updated_at = now()
-                   FROM crm_integrations i
-                  WHERE d.id = $1 AND d.status = 'pending' AND d.next_attempt_at <= now()
-                    AND i.id = d.integration_id AND i.status = 'active'
-                 RETURNING d.attempts, d.event_id, d.integration_id",
-                &[&delivery_id, &lease_secs],
+                "SELECT d.integration_id, d.lead_id, i.status FROM push_deliveries d
+                   JOIN crm_integrations i ON i.id = d.integration_id
+                  WHERE d.id = $1 AND d.status = 'pending'",
+                &[&delivery_id],
             )
-            .await?;
-        let Some(claimed) = claimed else {
+            .await?
+        else {
             tx.commit().await?;
             return Ok(None);
         };
-        let (attempts, event_id, integration_id): (i32, Uuid, Uuid) =
-            (claimed.get(0), claimed.get(1), claimed.get(2));
-        let event = tx
-            .query_one(
-                "SELECT lead_id, payload FROM lead_events WHERE id = $1",
-                &[&event_id],
+        let (integration_id, lead_id): (Uuid, String) = (row.get(0), row.get(1));
+        if parse::<IntegrationStatus>(&row, 2)? != IntegrationStatus::Active {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        // One claim of a lead's versions for an integration at a time.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text || '/' || $2::text, 1414))",
+            &[&integration_id, &lead_id],
+        )
+        .await?;
+        let busy = tx
+            .query_opt(
+                "SELECT 1 FROM push_deliveries
+                  WHERE integration_id = $1 AND lead_id = $2 AND status = 'pending'
+                    AND leased_until > now()",
+                &[&integration_id, &lead_id],
+            )
+            .await?
+            .is_some();
+        if busy {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let versions = tx
+            .query(
+                &format!(
+                    "SELECT d.id, d.next_attempt_at <= now(), d.attempts, e.seq, e.lead_updated_at,
+                            e.lead_id, e.payload
+                       FROM push_deliveries d JOIN lead_events e ON e.id = d.event_id
+                      WHERE d.integration_id = $1 AND d.lead_id = $2 AND d.status = 'pending'
+                      ORDER BY {VERSION_ORDER}"
+                ),
+                &[&integration_id, &lead_id],
             )
             .await?;
+        let link = tx
+            .query_opt(
+                "SELECT external_id, create_sent_at, delivered_seq, delivered_updated_at
+                   FROM push_links WHERE integration_id = $1 AND lead_id = $2",
+                &[&integration_id, &lead_id],
+            )
+            .await?;
+        let (push_link, delivered_seq, delivered_updated) = match &link {
+            Some(l) => (
+                PushLink {
+                    external_id: l.get(0),
+                    create_sent_at: l.get(1),
+                },
+                l.get::<_, Option<i64>>(2),
+                l.get::<_, Option<DateTime<Utc>>>(3),
+            ),
+            None => (PushLink::default(), None, None),
+        };
+        let Some((newest, older)) = versions.split_first() else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let mut superseded: Vec<Uuid> = older.iter().map(|r| r.get(0)).collect();
+        let (seq, updated): (i64, Option<DateTime<Utc>>) = (newest.get(3), newest.get(4));
+        let current = newer_than_delivered(seq, updated, delivered_seq, delivered_updated);
+        if !current {
+            superseded.push(newest.get(0));
+        }
+        if !superseded.is_empty() {
+            tx.execute(
+                "UPDATE push_deliveries SET status = 'superseded', updated_at = now()
+                  WHERE id = ANY($1) AND status = 'pending'",
+                &[&superseded],
+            )
+            .await?;
+        }
+        let due: bool = newest.get(1);
+        if !current || !due {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let claimed_id: Uuid = newest.get(0);
+        let lease_secs = lease.as_secs_f64();
+        let token: Uuid = tx
+            .query_one(
+                "UPDATE push_deliveries
+                    SET leased_until = now() + make_interval(secs => $2),
+                        lease_token = gen_random_uuid(), updated_at = now()
+                  WHERE id = $1
+              RETURNING lease_token",
+                &[&claimed_id, &lease_secs],
+            )
+            .await?
+            .get(0);
         let integration = tx
             .query_one(
                 &format!("SELECT {INTEGRATION_COLUMNS} FROM crm_integrations WHERE id = $1"),
@@ -210,27 +345,78 @@ impl Store {
         let integration = integration_from_row(&integration)?;
         tx.commit().await?;
         Ok(Some(ClaimedDelivery {
-            delivery_id,
-            attempts,
-            lead_id: event.get(0),
-            payload: event.get(1),
+            delivery_id: claimed_id,
+            lease_token: token,
+            attempts: newest.get(2),
+            lead_id: newest.get(5),
+            payload: newest.get(6),
             integration,
+            link: push_link,
+            seq,
+            lead_updated_at: updated,
         }))
     }
 
-    /// Records how a claimed delivery went, with its log row. A failure adds one to the integration's
-    /// consecutive failures and pauses it when `policy::pauses` says so (a delivery given up per
-    /// `policy::gives_up` is `failed`); a delivery resets the count.
-    /// Returns whether the integration is paused now.
+    /// Notes, before a create is sent, that it is about to be: if its answer never comes, the next
+    /// attempt knows it may have been processed. `false` (and nothing noted) when the claim's lease
+    /// is no longer held: the create must not be sent.
+    pub async fn note_create_sent(
+        &self,
+        user: Uuid,
+        claimed: &ClaimedDelivery,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let tx = begin_as(&mut conn, user).await?;
+        let held = tx
+            .query_opt(
+                "SELECT 1 FROM push_deliveries
+                  WHERE id = $1 AND lease_token = $2 AND status = 'pending' AND leased_until > now()
+                    FOR UPDATE",
+                &[&claimed.delivery_id, &claimed.lease_token],
+            )
+            .await?
+            .is_some();
+        if held {
+            tx.execute(
+                "INSERT INTO push_links (integration_id, lead_id, user_id, create_sent_at)
+                 VALUES ($1, $2, $3, now())
+                 ON CONFLICT (integration_id, lead_id) DO UPDATE
+                    SET create_sent_at = now(), updated_at = now()",
+                &[&claimed.integration.id, &claimed.lead_id, &user],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    /// Records how a claimed delivery went, with its log row, if its lease is still held (else
+    /// nothing: [`Finished::LeaseLost`]). A delivery resets the integration's consecutive failures and
+    /// remembers the CRM's person for the lead; a failure adds one to them and pauses the integration
+    /// when `policy::pauses` says so (a delivery given up per `policy::gives_up` is `failed`).
     pub async fn finish_delivery(
         &self,
         user: Uuid,
         claimed: &ClaimedDelivery,
         outcome: &DeliveryOutcome,
         trigger: Trigger,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Finished, StoreError> {
         let mut conn = self.pool.get().await?;
         let tx = begin_as(&mut conn, user).await?;
+        // The fence: the lease this processor was given, still its own.
+        let held = tx
+            .query_opt(
+                "UPDATE push_deliveries SET leased_until = NULL, lease_token = NULL, updated_at = now()
+                  WHERE id = $1 AND lease_token = $2 AND status = 'pending'
+              RETURNING id",
+                &[&claimed.delivery_id, &claimed.lease_token],
+            )
+            .await?
+            .is_some();
+        if !held {
+            tx.commit().await?;
+            return Ok(Finished::LeaseLost);
+        }
         let integration_id = claimed.integration.id;
         let log = |status: LogStatus,
                    action: Option<String>,
@@ -258,6 +444,26 @@ impl Store {
                             last_error = NULL, updated_at = now()
                       WHERE id = $1",
                     &[&claimed.delivery_id, external_id, attempts],
+                )
+                .await?;
+                tx.execute(
+                    "INSERT INTO push_links
+                        (integration_id, lead_id, user_id, external_id, delivered_seq, delivered_updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (integration_id, lead_id) DO UPDATE SET
+                        external_id = COALESCE(EXCLUDED.external_id, push_links.external_id),
+                        create_sent_at = NULL,
+                        delivered_seq = EXCLUDED.delivered_seq,
+                        delivered_updated_at = EXCLUDED.delivered_updated_at,
+                        updated_at = now()",
+                    &[
+                        &integration_id,
+                        &claimed.lead_id,
+                        &user,
+                        external_id,
+                        &claimed.seq,
+                        &claimed.lead_updated_at,
+                    ],
                 )
                 .await?;
                 tx.execute(
@@ -307,7 +513,7 @@ impl Store {
                     .await?;
                 let failures: i32 = row.get(0);
                 let mut status = parse::<IntegrationStatus>(&row, 1)?;
-                if policy::pauses(failures) && status != IntegrationStatus::Paused {
+                if policy::pauses(failures) && status == IntegrationStatus::Active {
                     tx.execute(
                         "UPDATE crm_integrations SET status = $2 WHERE id = $1",
                         &[&integration_id, &IntegrationStatus::Paused.as_str()],
@@ -333,7 +539,39 @@ impl Store {
             }
         };
         tx.commit().await?;
-        Ok(paused)
+        Ok(Finished::Recorded { paused })
+    }
+
+    /// A pending delivery of the lead of `claimed` to its integration that is due now (a newer
+    /// version that arrived while it was pushed), if any.
+    pub async fn next_due_of_lead(
+        &self,
+        user: Uuid,
+        claimed: &ClaimedDelivery,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let tx = begin_as(&mut conn, user).await?;
+        let row = tx
+            .query_opt(
+                "SELECT id FROM push_deliveries
+                  WHERE integration_id = $1 AND lead_id = $2 AND status = 'pending'
+                    AND next_attempt_at <= now() AND (leased_until IS NULL OR leased_until <= now())
+                  LIMIT 1",
+                &[&claimed.integration.id, &claimed.lead_id],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Makes the waiting deliveries of the integration `id` due now (not those being pushed): what
+    /// resuming it, connecting it again or "sync now" does. Returns how many.
+    pub async fn make_deliveries_due(&self, user: Uuid, id: Uuid) -> Result<u64, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let tx = begin_as(&mut conn, user).await?;
+        let n = make_due_in(&tx, id).await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// Deliveries of `user` due now, of active integrations (optionally one), oldest first.
@@ -349,6 +587,7 @@ impl Store {
             .query(
                 "SELECT d.id FROM push_deliveries d JOIN crm_integrations i ON i.id = d.integration_id
                   WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND i.status = 'active'
+                    AND (d.leased_until IS NULL OR d.leased_until <= now())
                     AND ($1::uuid IS NULL OR d.integration_id = $1)
                   ORDER BY d.next_attempt_at, d.id LIMIT $2",
                 &[&integration, &limit],
@@ -366,10 +605,68 @@ impl Store {
             .query(
                 "SELECT d.user_id, d.id FROM push_deliveries d JOIN crm_integrations i ON i.id = d.integration_id
                   WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND i.status = 'active'
+                    AND (d.leased_until IS NULL OR d.leased_until <= now())
                   ORDER BY d.next_attempt_at, d.id LIMIT $1",
                 &[&limit],
             )
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+}
+
+/// Makes the waiting deliveries of the integration `id` due now, in `tx`.
+pub(crate) async fn make_due_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    id: Uuid,
+) -> Result<u64, StoreError> {
+    Ok(tx
+        .execute(
+            "UPDATE push_deliveries SET next_attempt_at = now(), updated_at = now()
+              WHERE integration_id = $1 AND status = 'pending' AND next_attempt_at > now()
+                AND (leased_until IS NULL OR leased_until <= now())",
+            &[&id],
+        )
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_ordered_by_update_time_then_arrival() {
+        let t = |s: &str| Some(s.parse::<DateTime<Utc>>().unwrap());
+        assert!(
+            newer_than_delivered(1, None, None, None),
+            "nothing delivered"
+        );
+        assert!(newer_than_delivered(
+            5,
+            t("2026-01-02T00:00:00Z"),
+            Some(9),
+            t("2026-01-01T00:00:00Z")
+        ));
+        assert!(!newer_than_delivered(
+            9,
+            t("2026-01-01T00:00:00Z"),
+            Some(5),
+            t("2026-01-02T00:00:00Z")
+        ));
+        assert!(newer_than_delivered(
+            9,
+            t("2026-01-01T00:00:00Z"),
+            Some(5),
+            t("2026-01-01T00:00:00Z")
+        ));
+        assert!(!newer_than_delivered(
+            5,
+            None,
+            Some(9),
+            t("2026-01-01T00:00:00Z")
+        ));
+        assert!(
+            !newer_than_delivered(5, None, Some(5), None),
+            "the same version"
+        );
     }
 }

@@ -34,7 +34,8 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
             "crm_integrations",
             "crm_sync_logs",
             "lead_events",
-            "push_deliveries"
+            "push_deliveries",
+            "push_links"
         ],
         "every table exists with Row Level Security on"
     );

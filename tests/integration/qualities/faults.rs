@@ -505,8 +505,13 @@ async fn soak_syncs_under_every_fault() {
 
 async fn sync_matrix_all(records: usize, fub_window_secs: u32) {
     let env = Env::start().await;
-    env.sandbox
-        .update_config(|c| c.fub.rate_limit_window_secs = fub_window_secs);
+    // Every Lofty sync is a complete read (24 pages of 25 here, crm-apis §4), and the matrix runs a
+    // dozen of them a minute: Lofty's production tier (500 calls a minute, §2.3) rather than the
+    // sandbox's development tier (100).
+    env.sandbox.update_config(|c| {
+        c.fub.rate_limit_window_secs = fub_window_secs;
+        c.lofty.rate_limit_per_minute = 500;
+    });
     for (i, p) in [Provider::Rex, Provider::FollowUpBoss, Provider::Lofty]
         .into_iter()
         .enumerate()

@@ -515,6 +515,8 @@ pub fn test_app(
         max_wait: std::time::Duration::from_secs(10),
     });
     app.push_backoff = std::time::Duration::from_millis(1);
+    // Longer than the sandbox's Lofty persistence lag (1.5 s), much shorter than production's.
+    app.create_settle = std::time::Duration::from_secs(2);
     app
 }
 

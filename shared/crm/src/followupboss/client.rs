@@ -230,6 +230,21 @@ impl Crm for FollowUpBossClient {
             .await?;
         Ok(pushed(external_id, PushAction::Updated))
     }
+
+    async fn read(&self, external_id: &str) -> Result<Value, CrmError> {
+        let url = self.conn.url(
+            &self.api_base,
+            &["people", external_id],
+            &[("fields", "allFields")],
+        )?;
+        let reply = self.conn.get("people.get", url).await?;
+        let person = self.conn.json(&reply)?;
+        if person.is_object() {
+            Ok(person.clone())
+        } else {
+            Err(self.conn.shape_error("a person"))
+        }
+    }
 }
 
 /// The `people` of a list answer.

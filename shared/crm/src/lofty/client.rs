@@ -138,6 +138,20 @@ impl Crm for LoftyClient {
             .await?;
         Ok(pushed(external_id, PushAction::Updated))
     }
+
+    /// `GET /v1.0/leads/{id}`: 404 for a deleted lead, and briefly for a new one (crm-apis §2.2).
+    async fn read(&self, external_id: &str) -> Result<Value, CrmError> {
+        let url = self
+            .conn
+            .url(&self.api_base, &["v1.0", "leads", external_id], &[])?;
+        let reply = self.conn.get("leads.get", url).await?;
+        let lead = self.conn.json(&reply)?;
+        if lead.is_object() {
+            Ok(lead.clone())
+        } else {
+            Err(self.conn.shape_error("a lead"))
+        }
+    }
 }
 
 /// The `leads` of a list answer.

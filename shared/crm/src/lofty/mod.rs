@@ -60,6 +60,12 @@ impl CrmKind for Lofty {
         Provider::Lofty
     }
 
+    /// "Persistence is asynchronous — GET may briefly 404 right after create (follow-up writes
+    /// unaffected)" (crm-apis §2.2).
+    fn writes_before_visible(&self) -> bool {
+        true
+    }
+
     /// Lofty's OAuth endpoints are not settled (crm-apis.md §2.1): API keys only.
     fn oauth(&self, _config: &CrmConfig) -> Option<OAuthConfig> {
         None

@@ -200,6 +200,23 @@ impl Crm for RexClient {
             .await?;
         Ok(pushed(external_id, PushAction::Updated))
     }
+
+    /// `contacts/read {"id": …}` (crm-apis §3.4).
+    async fn read(&self, external_id: &str) -> Result<Value, CrmError> {
+        let id: Value = external_id
+            .parse::<u64>()
+            .map_or_else(|_| json!(external_id), |n| json!(n));
+        let reply = self
+            .rex_call("contacts.read", "read", &json!({"id": id}), true)
+            .await?;
+        reply
+            .json
+            .as_ref()
+            .and_then(|b| b.get("result"))
+            .filter(|r| r.is_object())
+            .cloned()
+            .ok_or(CrmError::NotFound)
+    }
 }
 
 /// The list search: records from `cursor.since` (epoch seconds, `>=`) in ascending

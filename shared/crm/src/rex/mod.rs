@@ -78,7 +78,7 @@ impl Settings {
             redirect_uri: get("REX_REDIRECT_URI").unwrap_or_else(|| {
                 format!("{}/api/integrations/rex/oauth/callback", common.base_url)
             }),
-            scope: get("REX_SCOPE").unwrap_or_else(|| "openid profile rex.read".into()),
+            scope: get("REX_SCOPE").unwrap_or_else(|| "openid profile rex.read rex.write".into()),
             contacts_endpoint: get("REX_CONTACTS_ENDPOINT")
                 .unwrap_or_else(|| {
                     default(

@@ -15,6 +15,7 @@ use rand::RngExt as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::deadline;
 use super::pacer::{self, Pacer};
 use crate::error::CrmError;
 
@@ -243,7 +244,9 @@ impl CrmHttp {
                 .pacer
                 .map_or(Duration::ZERO, |p| p.delay(route, Instant::now()));
             let wait = pace.max(pending);
-            if wait > policy.max_wait {
+            let past_deadline = deadline::left()
+                .is_some_and(|left| !wait.is_zero() && wait + deadline::MIN_REQUEST_TIME > left);
+            if wait > policy.max_wait || past_deadline {
                 tracing::warn!(
                     provider,
                     route,
@@ -264,7 +267,17 @@ impl CrmHttp {
             }
             let last = attempt >= policy.max_attempts;
 
-            let response = match self.client()?.execute(build()?).await {
+            let mut request = build()?;
+            // Every request ends well inside the caller's deadline (`crate::with_deadline`).
+            if let Some(left) = deadline::left() {
+                if left < deadline::MIN_REQUEST_TIME {
+                    tracing::debug!(provider, route, attempt, "no time left for a CRM call");
+                    return Err(CrmError::OutOfTime);
+                }
+                let cap = request.timeout().map_or(left, |t| (*t).min(left));
+                *request.timeout_mut() = Some(cap.min(self.client.timeouts.request));
+            }
+            let response = match self.client()?.execute(request).await {
                 Ok(r) => r,
                 Err(e) => {
                     let retry = if call.idempotent {
@@ -278,10 +291,13 @@ impl CrmHttp {
                         pending = policy.backoff(attempt);
                         continue;
                     }
-                    return Err(CrmError::Transport(format!(
-                        "{}: {what}",
-                        call.provider.label()
-                    )));
+                    let why = format!("{}: {what}", call.provider.label());
+                    // A write that went out may have been processed.
+                    return Err(if call.idempotent || e.is_connect() {
+                        CrmError::Transport(why)
+                    } else {
+                        CrmError::Unanswered(why)
+                    });
                 }
             };
             let status = response.status();
@@ -305,10 +321,12 @@ impl CrmHttp {
                         pending = policy.backoff(attempt);
                         continue;
                     }
-                    return Err(CrmError::Transport(format!(
-                        "{}: {what}",
-                        call.provider.label()
-                    )));
+                    let why = format!("{}: {what}", call.provider.label());
+                    return Err(if call.idempotent {
+                        CrmError::Transport(why)
+                    } else {
+                        CrmError::Unanswered(why)
+                    });
                 }
             };
             let blank = body.iter().all(u8::is_ascii_whitespace);

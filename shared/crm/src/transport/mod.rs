@@ -4,11 +4,13 @@
 
 mod client;
 mod conn;
+pub(crate) mod deadline;
 mod pacer;
 
 pub(crate) use client::Reply;
 pub use client::{CrmHttp, RetryPolicy, Sleeper, Timeouts};
 pub(crate) use conn::{Conn, base_headers};
+pub use deadline::with_deadline;
 pub use pacer::Pacer;
 
 pub(crate) use client::Call;
