@@ -1,7 +1,7 @@
 //! `crmsync-bench`: measures crmsync on this machine and writes `docs/BENCHMARKS.md` (`make bench`).
 //!
 //! * `crmsync-bench run [options]`: every benchmark, side by side, then the report. Release binaries
-//!   are expected next to this one (`$CARGO_TARGET_DIR/release`): the ten functions, `lambda-hello`
+//!   are expected next to this one (`$CARGO_TARGET_DIR/release`): every function, `lambda-hello`
 //!   and `crm-sandbox`; the arm64 zips in `$CARGO_TARGET_DIR/lambda/`. `make bench` builds them.
 //! * `crmsync-bench sync-once …`: one pull sync through the `contacts-sync` handler, in a process of
 //!   its own (started by `run`, which reads its peak memory and timing from the line it prints).

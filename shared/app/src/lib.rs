@@ -7,6 +7,7 @@
 pub mod auth_status;
 pub mod context;
 pub mod credentials;
+pub mod deliveries;
 mod error;
 #[cfg(test)]
 mod fake;

@@ -18,4 +18,5 @@ pub use cursor::{MAX_CLOCK_SKEW, SyncCursor};
 pub use lead::{Lead, LeadError, LeadEvent, LeadEventKind, LeadPayload};
 pub use phone::{PhoneError, PhoneNumber, Region, UnknownRegion};
 pub use provider::{Provider, UnknownProvider};
+pub use status::DeliveryStatus;
 pub use status::{AuthType, Direction, IntegrationStatus, LogStatus, Trigger, UnknownName};

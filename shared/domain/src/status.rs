@@ -113,6 +113,17 @@ vocabulary!(
     }
 );
 
+vocabulary!(
+    /// The state of a push delivery (one lead version to one integration): waiting to be pushed (or
+    /// pushed again), in the CRM, left out by the push rules, or given up after its attempts.
+    DeliveryStatus, "delivery status", {
+        Pending => "pending",
+        Delivered => "delivered",
+        Skipped => "skipped",
+        Failed => "failed",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +139,9 @@ mod tests {
         assert_eq!(AuthType::ApiKey.as_str(), "api_key");
         assert_eq!(LogStatus::Partial.as_str(), "partial");
         assert_eq!(Direction::Push.as_str(), "push");
+        for s in DeliveryStatus::ALL {
+            assert_eq!(s.as_str().parse::<DeliveryStatus>(), Ok(*s));
+        }
     }
 
     #[test]

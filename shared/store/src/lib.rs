@@ -14,6 +14,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
 mod contacts;
+mod deliveries;
 mod integrations;
 mod outbox;
 mod sync;
@@ -22,6 +23,7 @@ mod tx;
 pub mod vault;
 
 pub use contacts::{SourceBatch, StoredContact, UpsertReport};
+pub use deliveries::{DeliveryPage, DeliveryRecord};
 pub use integrations::{IntegrationPatch, IntegrationRecord, IntegrationView, LockedIntegration};
 pub use outbox::{Accepted, ClaimedDelivery, DeliveryOutcome, Finished, NewLeadEvent, PushLink};
 pub use sync::SyncLease;

@@ -1,7 +1,8 @@
 //! The files in `events/`, as `cargo lambda invoke --data-file` sends them: every function has one,
 //! each parses as its trigger's event, and each drives its handler to the contract's answer (never a
 //! 500). Placeholders (`REPLACE_WITH_…`) are filled in as a developer would. The event files of
-//! `integrations` and `sync-logs` also drive a whole connect, read, update, logs and disconnect.
+//! `integrations`, `sync-logs` and `deliveries` also drive a whole connect, read, update, logs,
+//! deliveries and disconnect.
 
 use std::path::Path;
 
@@ -49,7 +50,11 @@ async fn every_function_has_an_event_file_that_drives_its_handler() {
         .collect();
     files.sort();
     let names = functions();
-    assert_eq!(names.len(), 10, "the contract's ten functions: {names:?}");
+    assert_eq!(
+        names.len(),
+        11,
+        "the contract's eleven functions: {names:?}"
+    );
     let covered: std::collections::BTreeSet<&str> = files
         .iter()
         .filter_map(|f| function_of(f, &names))
@@ -91,6 +96,7 @@ async fn every_function_has_an_event_file_that_drives_its_handler() {
             "integrations" => h::integrations::handle(&env.app, req).await,
             "integration-sync" => h::integration_sync::handle(&env.app, req).await,
             "sync-logs" => h::sync_logs::handle(&env.app, req).await,
+            "deliveries" => h::deliveries::handle(&env.app, req).await,
             "lead-webhook" => h::lead_webhook::handle(&env.app, req).await,
             other => panic!("no handler for {other}"),
         };
@@ -102,16 +108,18 @@ async fn every_function_has_an_event_file_that_drives_its_handler() {
             "lead-webhook" => StatusCode::ACCEPTED,
             "auth-status" | "sync-logs" => StatusCode::OK,
             // Nothing connected for this user / placeholder ids: the contract's 404.
-            "contacts-fetch" | "contacts-sync" | "integration-sync" => StatusCode::NOT_FOUND,
+            "contacts-fetch" | "contacts-sync" | "integration-sync" | "deliveries" => {
+                StatusCode::NOT_FOUND
+            }
             _ => status,
         };
         assert_eq!(status, expected, "{file}");
     }
 }
 
-/// The event files of the `integrations` and `sync-logs` functions, as `cargo lambda invoke` sends them,
-/// work against the handlers through a whole life of an integration (with a real JWT and id put in
-/// place of their placeholders).
+/// The event files of the `integrations`, `sync-logs` and `deliveries` functions, as `cargo lambda
+/// invoke` sends them, work against the handlers through a whole life of an integration (with a real
+/// JWT and id put in place of their placeholders).
 #[tokio::test]
 async fn the_integrations_and_sync_logs_event_files_drive_a_whole_connection() {
     const PLACEHOLDER_ID: &str = "9b2f4c1e-5d6a-4e8b-9c0d-1a2b3c4d5e6f";
@@ -127,6 +135,8 @@ async fn the_integrations_and_sync_logs_event_files_drive_a_whole_connection() {
         let req = lambda_http::request::from_str(&text).expect(file);
         let resp = if file.starts_with("sync-logs") {
             crmsync_lambda::routes::sync_logs::handle(&env.app, req).await
+        } else if file.starts_with("deliveries") {
+            crmsync_lambda::routes::deliveries::handle(&env.app, req).await
         } else {
             crmsync_lambda::routes::integrations::handle(&env.app, req).await
         };
@@ -163,6 +173,18 @@ async fn the_integrations_and_sync_logs_event_files_drive_a_whole_connection() {
     let logs = run("sync-logs.json", Some(&id)).await;
     assert_status(&logs, StatusCode::OK);
     assert_eq!(logs.body["logs"].as_array().unwrap().len(), 1);
+    let deliveries = run("deliveries.json", Some(&id)).await;
+    assert_status(&deliveries, StatusCode::OK);
+    assert_eq!(
+        deliveries.body,
+        serde_json::json!({"deliveries": [], "nextBefore": null})
+    );
+    let retried = run("deliveries-retry.json", Some(&id)).await;
+    assert_status(&retried, StatusCode::OK);
+    assert_eq!(
+        retried.body,
+        serde_json::json!({"retried": 0, "pushed": 0, "failed": 0, "pending": 0})
+    );
     let deleted = run("integrations-delete.json", Some(&id)).await;
     assert_status(&deleted, StatusCode::NO_CONTENT);
 }

@@ -60,6 +60,7 @@ fn queries() -> Vec<&'static str> {
         "before=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
         "before=OTk5OTk5OTk5OTk5OTk5OTk5OTk6eA",
         "before=MTow",
+        "status=%F0%9F%92%A9&status=failed",
         "=&&==&",
         "since=2026-01-01T00:00:00Z&since=garbage",
         "state=x&code=y&error=",
@@ -138,6 +139,21 @@ fn paths(id: Uuid) -> Vec<(Route, &'static str, String)> {
             format!("/api/integrations/{id}/logs"),
         ),
         (Route::SyncLogs, "GET", "/api/integrations/logs".into()),
+        (
+            Route::Deliveries,
+            "GET",
+            format!("/api/integrations/{id}/deliveries"),
+        ),
+        (
+            Route::Deliveries,
+            "POST",
+            format!("/api/integrations/{id}/deliveries/retry"),
+        ),
+        (
+            Route::Deliveries,
+            "GET",
+            "/api/integrations/%00/deliveries".into(),
+        ),
         (
             Route::LeadWebhook,
             "POST",

@@ -278,6 +278,27 @@ async fn bad_jwts_get_401_from_sync_logs() {
     .await;
 }
 
+#[tokio::test]
+async fn bad_jwts_get_401_from_deliveries() {
+    bad_tokens_get_401("deliveries", |id| {
+        vec![
+            (
+                Route::Deliveries,
+                "GET",
+                format!("/api/integrations/{id}/deliveries"),
+                "",
+            ),
+            (
+                Route::Deliveries,
+                "POST",
+                format!("/api/integrations/{id}/deliveries/retry"),
+                "",
+            ),
+        ]
+    })
+    .await;
+}
+
 /// The callback always redirects: with a bad token, to `?error=unauthorized`, storing nothing.
 #[tokio::test]
 async fn bad_jwts_send_the_oauth_callback_back_with_unauthorized() {
@@ -854,6 +875,18 @@ async fn another_users_integrations_answer_every_route_as_unknown_ids() {
                 Route::IntegrationSync,
                 "POST",
                 format!("/api/integrations/{id}/sync"),
+                None,
+            ),
+            (
+                Route::Deliveries,
+                "GET",
+                format!("/api/integrations/{id}/deliveries"),
+                None,
+            ),
+            (
+                Route::Deliveries,
+                "POST",
+                format!("/api/integrations/{id}/deliveries/retry"),
                 None,
             ),
         ] {

@@ -6,6 +6,7 @@ mod auth_status;
 mod contacts_fetch;
 mod contacts_sync;
 mod contacts_sync_changes;
+mod deliveries;
 mod integration_sync;
 mod integrations;
 mod lead_webhook;

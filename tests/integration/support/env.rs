@@ -30,6 +30,7 @@ pub enum Route {
     ContactsSync,
     Integrations,
     SyncLogs,
+    Deliveries,
     LeadWebhook,
     IntegrationSync,
 }
@@ -315,6 +316,7 @@ pub async fn call_handler(app: &App, route: Route, req: lambda_http::Request) ->
         Route::ContactsSync => routes::contacts_sync::handle(app, req).await,
         Route::Integrations => routes::integrations::handle(app, req).await,
         Route::SyncLogs => routes::sync_logs::handle(app, req).await,
+        Route::Deliveries => routes::deliveries::handle(app, req).await,
         Route::LeadWebhook => routes::lead_webhook::handle(app, req).await,
         Route::IntegrationSync => routes::integration_sync::handle(app, req).await,
     };
