@@ -121,6 +121,8 @@ vocabulary!(
         Delivered => "delivered",
         Skipped => "skipped",
         Failed => "failed",
+        /// A newer version of the lead was pushed instead.
+        Superseded => "superseded",
     }
 );
 

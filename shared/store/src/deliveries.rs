@@ -139,19 +139,10 @@ impl Store {
         }))
     }
 
-    /// Makes the `failed` deliveries of `user`'s integration `integration` `pending` again and its
-    /// waiting `pending` deliveries due now, leaving alone any delivery a processor is pushing at this
-    /// moment. Returns how many deliveries it changed, or `None` when `user` has no such integration.
-    ///
-    /// The attempts are kept: a delivery given up before gets one more round of attempts, and is given
-    /// up again if that round fails.
-    ///
-    /// PROVISIONAL: until `push_deliveries` has `leased_until`/`lease_token` (being added in parallel),
-    /// a delivery is claimed by moving its `next_attempt_at` forward (the claim's lease, 2 minutes) and
-    /// touching `updated_at`. So a `pending` delivery updated within the last 5 minutes whose
-    /// `next_attempt_at` is less than 5 minutes ahead counts as claimed and is not touched. (Such a
-    /// delivery can also be one deferred by pacing or waiting out a short `Retry-After`: it is due
-    /// within 5 minutes anyway.) Replace this test with the lease columns once they exist.
+    /// Makes the `failed` deliveries of `user`'s integration `integration` `pending` again (with a fresh
+    /// count of attempts: a user's retry starts afresh) and its waiting `pending` deliveries due now,
+    /// leaving alone any delivery a processor holds at this moment (its lease). Returns how many
+    /// deliveries it changed, or `None` when `user` has no such integration.
     pub async fn retry_deliveries(
         &self,
         user: Uuid,
@@ -166,13 +157,12 @@ impl Store {
         let changed = tx
             .execute(
                 "UPDATE push_deliveries
-                    SET status = 'pending', next_attempt_at = now(), updated_at = now()
+                    SET status = 'pending', next_attempt_at = now(), updated_at = now(),
+                        attempts = CASE WHEN status = 'failed' THEN 0 ELSE attempts END
                   WHERE user_id = $1 AND integration_id = $2
                     AND (status = 'failed'
                          OR (status = 'pending' AND next_attempt_at > now()
-                             -- provisional claim test, see above
-                             AND NOT (updated_at > now() - interval '5 minutes'
-                                      AND next_attempt_at < now() + interval '5 minutes')))",
+                             AND (leased_until IS NULL OR leased_until <= now())))",
                 &[&user, &integration],
             )
             .await?;
