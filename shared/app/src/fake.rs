@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crmsync_crm::{Crm, CrmClient, CrmError, CrmKind, Page, PageRequest, PushAction, PushResult};
-use crmsync_domain::{Lead, PhoneNumber, Provider};
+use crmsync_domain::{Lead, PhoneNumber, Provider, Region};
 use serde_json::{Value, json};
 
 type Script<T> = Mutex<VecDeque<Result<T, CrmError>>>;
@@ -106,6 +106,7 @@ impl Crm for FakeCrm {
     async fn find_by_phone(
         &self,
         _phone: &PhoneNumber,
+        _region: Region,
     ) -> Result<Option<(String, Value)>, CrmError> {
         self.record(Call::Find);
         let next = self.finds.lock().unwrap().pop_front();

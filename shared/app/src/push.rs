@@ -15,7 +15,7 @@ use chrono::Utc;
 use crmsync_aws::{LimiterError, Rate};
 use crmsync_crm::{CrmClient, CrmError, PushResult, RetryPolicy};
 use crmsync_domain::policy;
-use crmsync_domain::{Lead, LeadEvent, PhoneNumber, Trigger};
+use crmsync_domain::{Lead, LeadEvent, PhoneNumber, Region, Trigger};
 use crmsync_store::{ClaimedDelivery, DeliveryOutcome, IntegrationRecord, NewLeadEvent};
 use serde::Serialize;
 use uuid::Uuid;
@@ -293,6 +293,7 @@ async fn push_once<P, F>(
     client: &CrmClient,
     lead: &Lead,
     phone: &PhoneNumber,
+    region: Region,
     pace: &mut P,
 ) -> Result<Result<PushResult, CrmError>, Duration>
 where
@@ -300,7 +301,7 @@ where
     F: Future<Output = Result<(), Duration>>,
 {
     pace().await?;
-    let found = match client.find_by_phone(phone).await {
+    let found = match client.find_by_phone(phone, region).await {
         Ok(found) => found,
         Err(e) => return Ok(Err(e)),
     };
@@ -342,7 +343,8 @@ async fn push_claimed(
     };
     let client = conn.client.clone();
     let mut pace = || pace(ctx, &client, integration, deadline);
-    push_with_retries(&mut conn, &lead, &phone, &attempt, &mut pace).await
+    let region = crate::credentials::phone_region(ctx, integration);
+    push_with_retries(&mut conn, &lead, &phone, region, &attempt, &mut pace).await
 }
 
 /// The terms of one round of attempts at a push.
@@ -360,6 +362,7 @@ async fn push_with_retries<P, F>(
     conn: &mut impl Session,
     lead: &Lead,
     phone: &PhoneNumber,
+    region: Region,
     attempt: &Attempt,
     pace: &mut P,
 ) -> DeliveryOutcome
@@ -372,7 +375,7 @@ where
     let mut attempts: i32 = 0;
     let mut recovered = false;
     loop {
-        let result = match push_once(conn.client(), lead, phone, pace).await {
+        let result = match push_once(conn.client(), lead, phone, region, pace).await {
             Ok(result) => result,
             Err(wait) if attempts == 0 => {
                 return DeliveryOutcome::Deferred {
@@ -564,7 +567,7 @@ mod tests {
             let (lead, phone) = lead();
             let mut pace = || async { Ok(()) };
             let mut session = Plain(crm.client());
-            push_with_retries(&mut session, &lead, &phone, attempt, &mut pace).await
+            push_with_retries(&mut session, &lead, &phone, Region::US, attempt, &mut pace).await
         }
 
         fn transport() -> CrmError {
@@ -691,6 +694,7 @@ mod tests {
                 &mut Plain(crm.client()),
                 &lead,
                 &phone,
+                Region::US,
                 &attempt(Duration::from_secs(5)),
                 &mut pace,
             )
@@ -720,6 +724,7 @@ mod tests {
                 &mut Plain(crm.client()),
                 &lead,
                 &phone,
+                Region::US,
                 &attempt(Duration::from_secs(5)),
                 &mut pace,
             )

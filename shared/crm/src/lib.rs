@@ -160,10 +160,16 @@ pub trait Crm: Send + Sync {
     /// the way); a CRM that documents no such call answers without asking.
     async fn account(&self) -> Result<Account, CrmError>;
 
-    /// The person whose phone is `phone`, confirmed on the record's own phones (CRMs store free
-    /// formats): its id and its record, as an update needs it.
-    async fn find_by_phone(&self, phone: &PhoneNumber)
-    -> Result<Option<(String, Value)>, CrmError>;
+    /// The person whose phone is `phone`: its id and its record, as an update needs it. CRMs store
+    /// phones as typed (crm-apis §4), so the search asks for the forms a person types the number in
+    /// where numbers without a country code are read in `region` (the integration's phone region,
+    /// [`PhoneNumber::typed_forms`]), and every hit is confirmed on the record's own phones, each
+    /// read in `region` and compared in E.164, before it is returned.
+    async fn find_by_phone(
+        &self,
+        phone: &PhoneNumber,
+        region: Region,
+    ) -> Result<Option<(String, Value)>, CrmError>;
 
     /// Creates the lead. Not retried except on 429 and on connection failures before anything was sent.
     async fn create(&self, lead: &Lead) -> Result<PushResult, CrmError>;
@@ -234,8 +240,9 @@ impl CrmClient {
     pub async fn find_by_phone(
         &self,
         phone: &PhoneNumber,
+        region: Region,
     ) -> Result<Option<(String, Value)>, CrmError> {
-        self.0.find_by_phone(phone).await
+        self.0.find_by_phone(phone, region).await
     }
 
     /// See [`Crm::create`].
