@@ -68,6 +68,11 @@ pub trait CrmKind: Send + Sync + 'static {
     /// [`SyncCursor`] and passes it back.
     fn pages_by_cursor(&self) -> bool;
 
+    /// The calls a phone search ([`Crm::find_by_phone`]) makes when it finds no one, for a number
+    /// written in `forms` forms ([`PhoneNumber::typed_forms`]): a push takes that many turns of
+    /// the account's rate before it searches.
+    fn phone_search_calls(&self, forms: usize) -> usize;
+
     /// The region numbers written without a country code are read in, for this CRM's accounts
     /// (its setting; users may choose another per integration).
     fn phone_region(&self, settings: &CrmSettings) -> Region;
@@ -234,6 +239,14 @@ impl CrmClient {
     /// See [`Crm::account`].
     pub async fn account(&self) -> Result<Account, CrmError> {
         self.0.account().await
+    }
+
+    /// The calls a search for `phone` in `region` makes when it finds no one (at least one; see
+    /// [`CrmKind::phone_search_calls`]).
+    pub fn phone_search_calls(&self, phone: &PhoneNumber, region: Region) -> usize {
+        self.kind()
+            .phone_search_calls(phone.typed_forms(region).len())
+            .max(1)
     }
 
     /// See [`Crm::find_by_phone`].
