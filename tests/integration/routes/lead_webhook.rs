@@ -130,6 +130,112 @@ async fn a_lead_reaches_every_crm_once_and_is_updated_in_place() {
     assert_eq!(updated, 3, "{logs:?}");
 }
 
+/// Creates a person in the CRM the way someone typing it there would (the sandbox's control API).
+async fn typed_in_crm(env: &Env, provider: Provider, record: Value) {
+    let url = env.sandbox.url(&format!(
+        "/_sandbox/{}/records",
+        sandbox_provider(provider).name()
+    ));
+    let reply = reqwest::Client::new()
+        .post(url)
+        .json(&record)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::CREATED, "{provider}: {record}");
+}
+
+/// The CRM's people, as (first name, last name, phones).
+async fn people(env: &Env, provider: Provider) -> Vec<(Value, Value, Value)> {
+    env.sandbox_records(provider)
+        .await
+        .into_iter()
+        .map(|r| {
+            (
+                r["first_name"].clone(),
+                r["last_name"].clone(),
+                r["phones"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// REX stores phones as typed and its search compares the stored string (crm-apis §4): a contact an
+/// agent typed as `0412 345 678` is the lead `+61412345678`, and gets its new name.
+#[tokio::test]
+async fn a_rex_contact_typed_in_the_national_form_is_updated_not_duplicated() {
+    let env = Env::start().await;
+    let user = Uuid::new_v4();
+    env.connect(user, Provider::Rex).await;
+    typed_in_crm(
+        &env,
+        Provider::Rex,
+        json!({"first_name": "Kylie", "last_name": "Tran", "phones": ["0412 345 678"]}),
+    )
+    .await;
+    let reply = post(
+        &env,
+        &scored_lead(
+            user,
+            "AU-1",
+            "+61412345678",
+            Some(5),
+            "Tran-Nguyen",
+            "2026-11-01T10:00:00Z",
+        ),
+    )
+    .await;
+    assert_eq!(reply.body["pushed"], 1, "{:?}", reply.body);
+    assert_eq!(
+        people(&env, Provider::Rex).await,
+        [(json!("Dana"), json!("Tran-Nguyen"), json!(["0412 345 678"]))],
+        "one contact, the one typed in REX, with the lead's name"
+    );
+    let logs = push_logs(&env, user).await;
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].2.as_deref(), Some("updated"), "{logs:?}");
+}
+
+/// Lofty is searched one written form after the other (its `phone` filter takes one value, and how
+/// it compares is undocumented: the sandbox compares the stored string).
+#[tokio::test]
+async fn a_lofty_lead_typed_in_the_national_form_is_updated_not_duplicated() {
+    let env = Env::start().await;
+    let user = Uuid::new_v4();
+    env.connect(user, Provider::Lofty).await;
+    typed_in_crm(
+        &env,
+        Provider::Lofty,
+        json!({"first_name": "Ana", "last_name": "Silva", "phones": ["(415) 555-0142"]}),
+    )
+    .await;
+    let reply = post(
+        &env,
+        &scored_lead(
+            user,
+            "US-1",
+            "+14155550142",
+            Some(5),
+            "Silva-Reyes",
+            "2026-11-01T10:00:00Z",
+        ),
+    )
+    .await;
+    assert_eq!(reply.body["pushed"], 1, "{:?}", reply.body);
+    assert_eq!(
+        people(&env, Provider::Lofty).await,
+        [(
+            json!("Dana"),
+            json!("Silva-Reyes"),
+            json!(["(415) 555-0142"])
+        )],
+        "one lead, the one typed in Lofty, with the lead's name"
+    );
+    let logs = push_logs(&env, user).await;
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].2.as_deref(), Some("updated"), "{logs:?}");
+}
+
 #[tokio::test]
 async fn a_lead_above_the_risk_threshold_reaches_no_crm_and_one_at_it_does() {
     let (env, user) = two_crms().await;
