@@ -300,11 +300,7 @@ where
     P: FnMut() -> F,
     F: Future<Output = Result<(), Duration>>,
 {
-    // A phone search may take a call per written form of the number (crm-apis §4): one turn each.
-    for _ in 0..client.phone_search_calls(phone, region) {
-        pace().await?;
-    }
-    let found = match client.find_by_phone(phone, region).await {
+    let found = match client.find_by_phone_paced(phone, region, pace).await? {
         Ok(found) => found,
         Err(e) => return Ok(Err(e)),
     };
@@ -573,34 +569,6 @@ mod tests {
             push_with_retries(&mut session, &lead, &phone, Region::US, attempt, &mut pace).await
         }
 
-        /// A search that may take a call per written form takes a turn per call, and the write one.
-        #[tokio::test]
-        async fn every_call_of_a_phone_search_takes_its_turn() {
-            let crm = FakeCrm::new();
-            let (lead, phone) = lead();
-            let turns = std::cell::Cell::new(0);
-            let mut pace = || {
-                turns.set(turns.get() + 1);
-                async { Ok(()) }
-            };
-            let outcome = push_with_retries(
-                &mut Plain(crm.client()),
-                &lead,
-                &phone,
-                Region::US,
-                &attempt(Duration::from_secs(5)),
-                &mut pace,
-            )
-            .await;
-            assert!(
-                matches!(outcome, DeliveryOutcome::Delivered { .. }),
-                "{outcome:?}"
-            );
-            let forms = phone.typed_forms(Region::US).len();
-            assert_eq!(crm.client().phone_search_calls(&phone, Region::US), forms);
-            assert_eq!(turns.get(), forms + 1);
-        }
-
         fn transport() -> CrmError {
             CrmError::Transport("Follow Up Boss: the connection failed".into())
         }
@@ -739,11 +707,10 @@ mod tests {
             // Paced out after an attempt: a failure (it counts), tried again when the turn comes.
             let crm = FakeCrm::new();
             crm.find(Err(transport()));
-            let search = crm.client().phone_search_calls(&phone, Region::US);
             let turns = std::cell::Cell::new(0);
             let mut pace = || {
                 turns.set(turns.get() + 1);
-                let first = turns.get() <= search;
+                let first = turns.get() == 1;
                 async move {
                     if first {
                         Ok(())

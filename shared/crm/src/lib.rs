@@ -68,11 +68,6 @@ pub trait CrmKind: Send + Sync + 'static {
     /// [`SyncCursor`] and passes it back.
     fn pages_by_cursor(&self) -> bool;
 
-    /// The calls a phone search ([`Crm::find_by_phone`]) makes when it finds no one, for a number
-    /// written in `forms` forms ([`PhoneNumber::typed_forms`]): a push takes that many turns of
-    /// the account's rate before it searches.
-    fn phone_search_calls(&self, forms: usize) -> usize;
-
     /// The region numbers written without a country code are read in, for this CRM's accounts
     /// (its setting; users may choose another per integration).
     fn phone_region(&self, settings: &CrmSettings) -> Region;
@@ -168,12 +163,33 @@ pub trait Crm: Send + Sync {
     /// The person whose phone is `phone`: its id and its record, as an update needs it. CRMs store
     /// phones as typed (crm-apis §4), so the search asks for the forms a person types the number in
     /// where numbers without a country code are read in `region` (the integration's phone region,
-    /// [`PhoneNumber::typed_forms`]), and every hit is confirmed on the record's own phones, each
-    /// read in `region` and compared in E.164, before it is returned.
+    /// [`PhoneNumber::typed_forms`]), one call after the other ([`Crm::phone_searches`]) until one
+    /// finds the person; every hit is confirmed on the record's own phones, each read in `region`
+    /// and compared in E.164, before it is returned.
     async fn find_by_phone(
         &self,
         phone: &PhoneNumber,
         region: Region,
+    ) -> Result<Option<(String, Value)>, CrmError> {
+        for forms in self.phone_searches(phone, region) {
+            if let Some(found) = self.find_by_phone_among(phone, region, &forms).await? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The search calls a lookup of `phone` makes, in order, each as the written forms it asks for
+    /// (a CRM that takes several values at once asks for them all in one call).
+    fn phone_searches(&self, phone: &PhoneNumber, region: Region) -> Vec<Vec<String>>;
+
+    /// One search call for `forms` (written forms of `phone`): the first record found that really
+    /// has the number, read in `region`.
+    async fn find_by_phone_among(
+        &self,
+        phone: &PhoneNumber,
+        region: Region,
+        forms: &[String],
     ) -> Result<Option<(String, Value)>, CrmError>;
 
     /// Creates the lead. Not retried except on 429 and on connection failures before anything was sent.
@@ -241,14 +257,6 @@ impl CrmClient {
         self.0.account().await
     }
 
-    /// The calls a search for `phone` in `region` makes when it finds no one (at least one; see
-    /// [`CrmKind::phone_search_calls`]).
-    pub fn phone_search_calls(&self, phone: &PhoneNumber, region: Region) -> usize {
-        self.kind()
-            .phone_search_calls(phone.typed_forms(region).len())
-            .max(1)
-    }
-
     /// See [`Crm::find_by_phone`].
     pub async fn find_by_phone(
         &self,
@@ -256,6 +264,29 @@ impl CrmClient {
         region: Region,
     ) -> Result<Option<(String, Value)>, CrmError> {
         self.0.find_by_phone(phone, region).await
+    }
+
+    /// [`Crm::find_by_phone`], each search call waiting for its turn from `pace` first (a push's
+    /// share of the account's rate): a lookup costs one turn per call it makes, no more.
+    /// `Err(wait)` when a turn is past the caller's deadline (no call is made for it).
+    pub async fn find_by_phone_paced<P, F>(
+        &self,
+        phone: &PhoneNumber,
+        region: Region,
+        pace: &mut P,
+    ) -> Result<Result<Option<(String, Value)>, CrmError>, Duration>
+    where
+        P: FnMut() -> F,
+        F: std::future::Future<Output = Result<(), Duration>>,
+    {
+        for forms in self.0.phone_searches(phone, region) {
+            pace().await?;
+            match self.0.find_by_phone_among(phone, region, &forms).await {
+                Ok(None) => {}
+                found => return Ok(found),
+            }
+        }
+        Ok(Ok(None))
     }
 
     /// See [`Crm::create`].

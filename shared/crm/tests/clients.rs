@@ -1476,3 +1476,76 @@ async fn a_search_hit_whose_record_phones_do_not_match_is_not_returned() {
     let rex = env.rex().find_by_phone(&number, Region::AU).await;
     assert_eq!(rex.unwrap(), None);
 }
+
+/// A push paces a lookup call by call: Lofty takes a turn per form it asks for, REX one for its
+/// one search, and a turn refused (past the push's deadline) stops the lookup before that call.
+#[tokio::test]
+async fn a_paced_lookup_takes_one_turn_per_search_call() {
+    let env = Env::start().await;
+    let number = PhoneNumber::from_e164("+14155550142").unwrap();
+    Mock::given(method("GET"))
+        .and(path("/lofty/v1.0/leads"))
+        .respond_with(ok_json(json!({"leads": []})))
+        .mount(&env.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/rex/v1/rex/contacts/search"))
+        .respond_with(ok_json(
+            json!({"result": {"rows": [], "total": 0}, "error": null}),
+        ))
+        .mount(&env.server)
+        .await;
+    let forms = number.typed_forms(Region::US).len();
+
+    let turns = Arc::new(Mutex::new(0usize));
+    let mut pace = || {
+        *turns.lock().unwrap() += 1;
+        async { Ok(()) }
+    };
+    let lofty = env.lofty();
+    let found = lofty
+        .find_by_phone_paced(&number, Region::US, &mut pace)
+        .await;
+    assert_eq!(found, Ok(Ok(None)));
+    assert_eq!(*turns.lock().unwrap(), forms);
+    assert_eq!(phone_queries(&env, "/lofty/v1.0/leads").await.len(), forms);
+
+    *turns.lock().unwrap() = 0;
+    let rex = env.rex();
+    let found = rex
+        .find_by_phone_paced(&number, Region::AU, &mut pace)
+        .await;
+    assert_eq!(found, Ok(Ok(None)));
+    assert_eq!(*turns.lock().unwrap(), 1, "one `in` search");
+
+    // The third turn is refused: two calls were made, and no more.
+    env.server.reset().await;
+    Mock::given(method("GET"))
+        .and(path("/lofty/v1.0/leads"))
+        .respond_with(ok_json(json!({"leads": []})))
+        .mount(&env.server)
+        .await;
+    let taken = Arc::new(Mutex::new(0usize));
+    let mut pace = || {
+        let n = {
+            let mut t = taken.lock().unwrap();
+            *t += 1;
+            *t
+        };
+        async move {
+            if n <= 2 {
+                Ok(())
+            } else {
+                Err(Duration::from_secs(30))
+            }
+        }
+    };
+    let found = lofty
+        .find_by_phone_paced(&number, Region::US, &mut pace)
+        .await;
+    assert_eq!(found, Err(Duration::from_secs(30)));
+    assert_eq!(
+        phone_queries(&env, "/lofty/v1.0/leads").await,
+        ["+14155550142", "(415) 555-0142"]
+    );
+}

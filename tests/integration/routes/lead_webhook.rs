@@ -378,6 +378,12 @@ async fn the_same_lead_version_delivered_twice_is_pushed_once() {
 #[tokio::test]
 async fn a_crm_that_fails_then_recovers_gets_the_lead() {
     let env = Env::start().await;
+    // A new lead costs Lofty up to seven calls (a search per written form of its number, then the
+    // create). At the sandbox's default 100 a minute, the second lead's retried search would wait
+    // past the webhook's 8-second budget for turns the first lead used (and be left to the outbox):
+    // this test is about failures, so it runs at Lofty's production app limit (crm-apis §2.3).
+    env.sandbox
+        .update_config(|c| c.lofty.rate_limit_per_minute = 500);
     let user = Uuid::new_v4();
     env.connect(user, Provider::Lofty).await;
     // Three failures (absorbed by the client's retries of its lookup), then five (the push itself is

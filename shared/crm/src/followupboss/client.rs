@@ -174,29 +174,28 @@ impl Crm for FollowUpBossClient {
     /// compare the stored string, so each form a person may have typed the number in is asked for
     /// in turn, most likely first (E.164 first, which a normalizing search matches at once), until
     /// a person that really has the number is found (a miss costs one call per form).
-    async fn find_by_phone(
+    fn phone_searches(&self, phone: &PhoneNumber, region: Region) -> Vec<Vec<String>> {
+        phone
+            .typed_forms(region)
+            .into_iter()
+            .map(|f| vec![f])
+            .collect()
+    }
+
+    /// `phone=` once per form (each search asks for one).
+    async fn find_by_phone_among(
         &self,
         phone: &PhoneNumber,
         region: Region,
+        forms: &[String],
     ) -> Result<Option<(String, Value)>, CrmError> {
-        for form in phone.typed_forms(region) {
-            let url = self.conn.url(
-                &self.api_base,
-                &["people"],
-                &[
-                    ("phone", form.as_str()),
-                    ("fields", "allFields"),
-                    ("limit", FIND_LIMIT),
-                ],
-            )?;
-            let reply = self.conn.get("people.list", url).await?;
-            let records = people(self.conn.json(&reply)?)
-                .ok_or_else(|| self.conn.shape_error("a people list"))?;
-            if let Some(found) = first_match(&records, &["id"], phone, region) {
-                return Ok(Some(found));
-            }
-        }
-        Ok(None)
+        let mut query: Vec<(&str, &str)> = forms.iter().map(|f| ("phone", f.as_str())).collect();
+        query.extend([("fields", "allFields"), ("limit", FIND_LIMIT)]);
+        let url = self.conn.url(&self.api_base, &["people"], &query)?;
+        let reply = self.conn.get("people.list", url).await?;
+        let records = people(self.conn.json(&reply)?)
+            .ok_or_else(|| self.conn.shape_error("a people list"))?;
+        Ok(first_match(&records, &["id"], phone, region))
     }
 
     async fn create(&self, lead: &Lead) -> Result<PushResult, CrmError> {

@@ -162,11 +162,6 @@ impl CrmKind for FollowUpBoss {
         false
     }
 
-    /// One search per form: `GET /people?phone=` takes one value (crm-apis §1.3).
-    fn phone_search_calls(&self, forms: usize) -> usize {
-        forms
-    }
-
     fn phone_region(&self, settings: &CrmSettings) -> Region {
         settings.followupboss.phone_region
     }

@@ -90,25 +90,28 @@ impl Crm for LoftyClient {
     /// read as REX's, the stored string (§4; the sandbox's default). So each form a person may have
     /// typed the number in is asked for in turn, most likely first, until a lead that really has the
     /// number is found (a miss costs one call per form).
-    async fn find_by_phone(
+    fn phone_searches(&self, phone: &PhoneNumber, region: Region) -> Vec<Vec<String>> {
+        phone
+            .typed_forms(region)
+            .into_iter()
+            .map(|f| vec![f])
+            .collect()
+    }
+
+    /// `phone=` once per form (each search asks for one).
+    async fn find_by_phone_among(
         &self,
         phone: &PhoneNumber,
         region: Region,
+        forms: &[String],
     ) -> Result<Option<(String, Value)>, CrmError> {
-        for form in phone.typed_forms(region) {
-            let url = self.conn.url(
-                &self.api_base,
-                &["v1.0", "leads"],
-                &[("phone", form.as_str()), ("limit", FIND_LIMIT)],
-            )?;
-            let reply = self.conn.get("leads.list", url).await?;
-            let records = leads(self.conn.json(&reply)?)
-                .ok_or_else(|| self.conn.shape_error("a leads list"))?;
-            if let Some(found) = first_match(&records, ID_KEYS, phone, region) {
-                return Ok(Some(found));
-            }
-        }
-        Ok(None)
+        let mut query: Vec<(&str, &str)> = forms.iter().map(|f| ("phone", f.as_str())).collect();
+        query.push(("limit", FIND_LIMIT));
+        let url = self.conn.url(&self.api_base, &["v1.0", "leads"], &query)?;
+        let reply = self.conn.get("leads.list", url).await?;
+        let records =
+            leads(self.conn.json(&reply)?).ok_or_else(|| self.conn.shape_error("a leads list"))?;
+        Ok(first_match(&records, ID_KEYS, phone, region))
     }
 
     async fn create(&self, lead: &Lead) -> Result<PushResult, CrmError> {

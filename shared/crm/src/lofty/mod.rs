@@ -90,11 +90,6 @@ impl CrmKind for Lofty {
         false
     }
 
-    /// One search per form: `GET /v1.0/leads?phone=` takes one value (crm-apis §2.2).
-    fn phone_search_calls(&self, forms: usize) -> usize {
-        forms
-    }
-
     fn phone_region(&self, settings: &CrmSettings) -> Region {
         settings.lofty.phone_region
     }

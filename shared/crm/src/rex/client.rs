@@ -122,13 +122,18 @@ impl Crm for RexClient {
     /// REX stores phones as typed and its search compares the stored string (crm-apis §4), and
     /// criteria combine with AND, `in` being the only OR (§3.4): one search asks for every form a
     /// person may have typed the number in, in the account's `region`.
-    async fn find_by_phone(
+    fn phone_searches(&self, phone: &PhoneNumber, region: Region) -> Vec<Vec<String>> {
+        vec![phone.typed_forms(region)]
+    }
+
+    async fn find_by_phone_among(
         &self,
         phone: &PhoneNumber,
         region: Region,
+        forms: &[String],
     ) -> Result<Option<(String, Value)>, CrmError> {
         let body = json!({
-            "criteria": [{"name": "contact.phone_number", "type": "in", "value": phone.typed_forms(region)}],
+            "criteria": [{"name": "contact.phone_number", "type": "in", "value": forms}],
             "limit": FIND_LIMIT,
             "offset": 0,
         });

@@ -188,11 +188,6 @@ impl CrmKind for Rex {
         true
     }
 
-    /// One `contacts/search` with every form in an `in` criterion (crm-apis §3.4).
-    fn phone_search_calls(&self, _forms: usize) -> usize {
-        1
-    }
-
     fn phone_region(&self, settings: &CrmSettings) -> Region {
         settings.rex.phone_region
     }
