@@ -144,7 +144,7 @@ impl Crm for RexClient {
         // A flattened row shows one `phone_number` (§3.5), while the search may have matched
         // another phone of the contact: rows showing the number are read first, the others
         // after, and each is confirmed on its full record.
-        rows.sort_by_key(|row| {
+        rows.sort_by_cached_key(|row| {
             if has_phone(row, phone, region) {
                 0
             } else if record_phones(row).is_empty() {
