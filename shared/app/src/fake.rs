@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crmsync_crm::{Crm, CrmClient, CrmError, CrmKind, Page, PageRequest, PushAction, PushResult};
-use crmsync_domain::{Lead, PhoneNumber, Provider};
+use crmsync_domain::{Lead, PhoneNumber, Provider, Region};
 use serde_json::{Value, json};
 
 type Script<T> = Mutex<VecDeque<Result<T, CrmError>>>;
@@ -110,9 +110,16 @@ impl Crm for FakeCrm {
         Ok(Default::default())
     }
 
-    async fn find_by_phone(
+    /// One search, whatever the number.
+    fn phone_searches(&self, phone: &PhoneNumber, _region: Region) -> Vec<Vec<String>> {
+        vec![vec![phone.as_str().to_owned()]]
+    }
+
+    async fn find_by_phone_among(
         &self,
         _phone: &PhoneNumber,
+        _region: Region,
+        _forms: &[String],
     ) -> Result<Option<(String, Value)>, CrmError> {
         self.record(Call::Find);
         let next = self.finds.lock().unwrap().pop_front();

@@ -392,8 +392,12 @@ where
             tokio::time::sleep(wait).await;
         }
     }
-    pace().await.map_err(Halt::Paced)?;
-    let found = match client.find_by_phone(phone).await {
+    // Each search (a CRM may need one per form the phone may have been typed in) takes its turn.
+    let found = match client
+        .find_by_phone_paced(phone, attempt.region, pace)
+        .await
+        .map_err(Halt::Paced)?
+    {
         Ok(found) => found,
         Err(e) => return Ok(Err(e)),
     };
@@ -496,8 +500,7 @@ struct Attempt {
     deadline: Instant,
     /// See `Settings::create_settle`.
     settle: Duration,
-    /// The integration's phone region.
-    #[allow(dead_code)]
+    /// The integration's phone region (the forms the phone is searched in).
     region: Region,
 }
 

@@ -167,10 +167,37 @@ pub trait Crm: Send + Sync {
     /// the way); a CRM that documents no such call answers without asking.
     async fn account(&self) -> Result<Account, CrmError>;
 
-    /// The person whose phone is `phone`, confirmed on the record's own phones (CRMs store free
-    /// formats): its id and its record, as an update needs it.
-    async fn find_by_phone(&self, phone: &PhoneNumber)
-    -> Result<Option<(String, Value)>, CrmError>;
+    /// The person whose phone is `phone`: its id and its record, as an update needs it. CRMs store
+    /// phones as typed (crm-apis §4), so the search asks for the forms a person types the number in
+    /// where numbers without a country code are read in `region` (the integration's phone region,
+    /// [`PhoneNumber::typed_forms`]), one call after the other ([`Crm::phone_searches`]) until one
+    /// finds the person; every hit is confirmed on the record's own phones, each read in `region`
+    /// and compared in E.164, before it is returned.
+    async fn find_by_phone(
+        &self,
+        phone: &PhoneNumber,
+        region: Region,
+    ) -> Result<Option<(String, Value)>, CrmError> {
+        for forms in self.phone_searches(phone, region) {
+            if let Some(found) = self.find_by_phone_among(phone, region, &forms).await? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The search calls a lookup of `phone` makes, in order, each as the written forms it asks for
+    /// (a CRM that takes several values at once asks for them all in one call).
+    fn phone_searches(&self, phone: &PhoneNumber, region: Region) -> Vec<Vec<String>>;
+
+    /// One search call for `forms` (written forms of `phone`): the first record found that really
+    /// has the number, read in `region`.
+    async fn find_by_phone_among(
+        &self,
+        phone: &PhoneNumber,
+        region: Region,
+        forms: &[String],
+    ) -> Result<Option<(String, Value)>, CrmError>;
 
     /// Creates the lead. Not retried except on 429 and on connection failures before anything was sent.
     async fn create(&self, lead: &Lead) -> Result<PushResult, CrmError>;
@@ -245,8 +272,32 @@ impl CrmClient {
     pub async fn find_by_phone(
         &self,
         phone: &PhoneNumber,
+        region: Region,
     ) -> Result<Option<(String, Value)>, CrmError> {
-        self.0.find_by_phone(phone).await
+        self.0.find_by_phone(phone, region).await
+    }
+
+    /// [`Crm::find_by_phone`], each search call waiting for its turn from `pace` first (a push's
+    /// share of the account's rate): a lookup costs one turn per call it makes, no more.
+    /// `Err(wait)` when a turn is past the caller's deadline (no call is made for it).
+    pub async fn find_by_phone_paced<P, F>(
+        &self,
+        phone: &PhoneNumber,
+        region: Region,
+        pace: &mut P,
+    ) -> Result<Result<Option<(String, Value)>, CrmError>, Duration>
+    where
+        P: FnMut() -> F,
+        F: std::future::Future<Output = Result<(), Duration>>,
+    {
+        for forms in self.0.phone_searches(phone, region) {
+            pace().await?;
+            match self.0.find_by_phone_among(phone, region, &forms).await {
+                Ok(None) => {}
+                found => return Ok(found),
+            }
+        }
+        Ok(Ok(None))
     }
 
     /// See [`Crm::create`].
@@ -254,11 +305,12 @@ impl CrmClient {
         self.0.create(lead).await
     }
 
-    /// See [`Crm::update`].
+    /// See [`Crm::read`].
     pub async fn read(&self, external_id: &str) -> Result<Value, CrmError> {
         self.0.read(external_id).await
     }
 
+    /// See [`Crm::update`].
     pub async fn update(
         &self,
         external_id: &str,

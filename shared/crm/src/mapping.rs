@@ -135,12 +135,36 @@ pub(crate) fn has_email<'a>(mut list: impl Iterator<Item = &'a str>, email: &str
     list.any(|e| e.trim().eq_ignore_ascii_case(email.trim()))
 }
 
-/// Whether `list` already holds `phone`: compared by E.164 where an entry parses (read in the
-/// phone's own region), else by its digits.
-pub(crate) fn has_phone<'a>(mut list: impl Iterator<Item = &'a str>, phone: &PhoneNumber) -> bool {
-    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
-    let target = digits(phone.as_str());
-    list.any(|raw| phone.matches(raw) || digits(raw) == target)
+/// Whether `list` (phones as the CRM stores them, typed in any form) holds `phone`, read the way the
+/// account reads numbers: see [`is_phone`].
+pub(crate) fn has_phone<'a>(
+    mut list: impl Iterator<Item = &'a str>,
+    phone: &PhoneNumber,
+    region: Region,
+) -> bool {
+    list.any(|raw| is_phone(raw, phone, region))
+}
+
+/// Whether `raw`, a phone as a CRM stores it, is `phone`: parsed in `region` (the account's, where
+/// a number without a country code is read) and compared in E.164, as the pull reads it. A string
+/// that is no valid number in `region` is compared by its digits with the number's international
+/// digits (`61412345678` for `+61412345678`, one of the forms a search sends,
+/// [`PhoneNumber::typed_forms`]).
+pub(crate) fn is_phone(raw: &str, phone: &PhoneNumber, region: Region) -> bool {
+    match PhoneNumber::parse(raw, region) {
+        Ok(parsed) => parsed == *phone,
+        Err(_) => {
+            let digits: String = raw.chars().filter(char::is_ascii_digit).collect();
+            digits == phone.as_str().trim_start_matches('+')
+        }
+    }
+}
+
+/// The region an update body reads a record's phones in. `update` is not given the account's
+/// region; the record it updates comes from `find_by_phone`, which confirmed the phone on it in
+/// that region, and the number's own region reads the same forms as the same number.
+pub(crate) fn own_region(phone: &PhoneNumber) -> Region {
+    phone.region().unwrap_or_default()
 }
 
 /// Inserts `key: value` into `m` when `value` is `Some`.
@@ -276,10 +300,48 @@ mod tests {
     #[test]
     fn phone_and_email_membership() {
         let p = PhoneNumber::parse("+14155550123", Region::US).unwrap();
-        assert!(has_phone(["(415) 555-0123"].into_iter(), &p));
-        assert!(has_phone(["14155550123"].into_iter(), &p));
-        assert!(!has_phone(["(415) 555-0124", "junk"].into_iter(), &p));
+        assert!(has_phone(["(415) 555-0123"].into_iter(), &p, Region::US));
+        assert!(has_phone(["14155550123"].into_iter(), &p, Region::US));
+        assert!(!has_phone(
+            ["(415) 555-0124", "junk"].into_iter(),
+            &p,
+            Region::US
+        ));
         assert!(has_email([" A@B.co "].into_iter(), "a@b.co"));
         assert!(!has_email(["ab.co"].into_iter(), "a@b.co"));
+    }
+
+    /// Stored phones are read in the account's region, as the pull reads them: a national form is
+    /// the number only in its own country, and the international digits match anywhere.
+    #[test]
+    fn stored_phones_are_read_in_the_account_s_region() {
+        let au = PhoneNumber::from_e164("+61412345678").unwrap();
+        for raw in [
+            "0412 345 678",
+            "0412345678",
+            "+61 412 345 678",
+            "61412345678",
+        ] {
+            assert!(is_phone(raw, &au, Region::AU), "{raw}");
+        }
+        assert!(!is_phone("0412 345 678", &au, Region::US));
+        assert!(is_phone("+61 412 345 678", &au, Region::US));
+        assert!(is_phone("61412345678", &au, Region::US));
+        assert!(!is_phone("0412 345 679", &au, Region::AU));
+        assert!(!is_phone("", &au, Region::AU));
+
+        let us = PhoneNumber::from_e164("+14155550142").unwrap();
+        for raw in [
+            "(415) 555-0142",
+            "415-555-0142",
+            "4155550142",
+            "14155550142",
+        ] {
+            assert!(is_phone(raw, &us, Region::US), "{raw}");
+        }
+        // In an Australian account a number without a country code is Australian (crm-apis §4).
+        assert!(!is_phone("(415) 555-0142", &us, Region::AU));
+        assert!(is_phone("+1 415-555-0142", &us, Region::AU));
+        assert!(is_phone("14155550142", &us, Region::AU));
     }
 }

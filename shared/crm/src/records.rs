@@ -1,7 +1,7 @@
 //! Reading the records a CRM returns, whatever their shape: ids as strings or numbers, the phones
 //! written on a record, and the candidate of a phone search that really has the phone.
 
-use crmsync_domain::PhoneNumber;
+use crmsync_domain::{PhoneNumber, Region};
 use serde_json::Value;
 
 use crate::{PushAction, PushResult};
@@ -76,20 +76,27 @@ pub(crate) fn record_phones(v: &Value) -> Vec<String> {
     out
 }
 
-/// Whether the record carries `phone` in any written form.
-pub(crate) fn has_phone(record: &Value, phone: &PhoneNumber) -> bool {
-    record_phones(record).iter().any(|raw| phone.matches(raw))
+/// Whether the record carries `phone` in any written form, its phones read in the account's
+/// `region` ([`crate::mapping::is_phone`]).
+pub(crate) fn has_phone(record: &Value, phone: &PhoneNumber, region: Region) -> bool {
+    crate::mapping::has_phone(
+        record_phones(record).iter().map(String::as_str),
+        phone,
+        region,
+    )
 }
 
-/// The first candidate of a phone search that really has the phone, with its id.
+/// The first candidate of a phone search that really has the phone, with its id: a CRM's search
+/// is never trusted to have compared the number as we do.
 pub(crate) fn first_match(
     records: &[Value],
     id_keys: &[&str],
     phone: &PhoneNumber,
+    region: Region,
 ) -> Option<(String, Value)> {
     records
         .iter()
-        .filter(|r| has_phone(r, phone))
+        .filter(|r| has_phone(r, phone, region))
         .find_map(|r| Some((id_at(r, id_keys)?, r.clone())))
 }
 
@@ -121,8 +128,15 @@ mod tests {
             json!({"id": "", "phones": [{"value": "415-555-0123"}]}),
             json!({"id": 651095960136641_i64, "phones": ["(415) 555 0123"]}),
         ];
-        let (id, _) = first_match(&records, &["id"], &phone).unwrap();
+        let (id, _) = first_match(&records, &["id"], &phone, Region::US).unwrap();
         assert_eq!(id, "651095960136641");
-        assert!(first_match(&records[..1], &["id"], &phone).is_none());
+        assert!(first_match(&records[..1], &["id"], &phone, Region::US).is_none());
+        // Typed without a country code in an Australian account, it is not this US number.
+        assert!(first_match(&records, &["id"], &phone, Region::AU).is_none());
+        let au = PhoneNumber::from_e164("+61412345678").unwrap();
+        let rex =
+            json!({"id": 7, "related": {"contact_phones": [{"phone_number": "0412 345 678"}]}});
+        assert!(has_phone(&rex, &au, Region::AU));
+        assert!(!has_phone(&rex, &au, Region::US));
     }
 }

@@ -453,7 +453,11 @@ async fn fub_sends_system_headers_and_basic_key_on_every_call() {
     let c = env.fub();
     c.verify_credentials().await.unwrap();
     c.list_page(whole(None, 10)).await.unwrap();
-    let (id, existing) = c.find_by_phone(&phone()).await.unwrap().unwrap();
+    let (id, existing) = c
+        .find_by_phone(&phone(), Region::US)
+        .await
+        .unwrap()
+        .unwrap();
     c.create(&jane()).await.unwrap();
     c.update(&id, &existing, &jane()).await.unwrap();
 
@@ -519,7 +523,11 @@ async fn lofty_uses_the_token_scheme_and_json_content_type_on_every_call() {
 
     let c = env.lofty();
     c.verify_credentials().await.unwrap();
-    let (id, found) = c.find_by_phone(&phone()).await.unwrap().unwrap();
+    let (id, found) = c
+        .find_by_phone(&phone(), Region::US)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(id, "651095960136641", "int64 id kept exactly");
     let created = c.create(&jane()).await.unwrap();
     assert_eq!(created.external_id.as_deref(), Some("651095960136642"));
@@ -1185,7 +1193,11 @@ async fn fub_find_confirms_the_phone_and_update_merges_tags() {
         .mount(&env.server)
         .await;
     let c = env.fub();
-    let (id, existing) = c.find_by_phone(&phone()).await.unwrap().unwrap();
+    let (id, existing) = c
+        .find_by_phone(&phone(), Region::US)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(id, "2");
 
     Mock::given(method("PUT"))
@@ -1220,7 +1232,9 @@ async fn rex_find_searches_by_phone_and_reads_the_full_record() {
     Mock::given(method("POST"))
         .and(path("/rex/v1/rex/contacts/search"))
         .and(body_json(json!({
-            "criteria": [{"name": "contact.phone_number", "type": "in", "value": ["+14155550123", "14155550123"]}],
+            // An American number in an Australian account: its international forms only.
+            "criteria": [{"name": "contact.phone_number", "type": "in",
+                          "value": ["+14155550123", "+1 415-555-0123", "14155550123"]}],
             "limit": 10, "offset": 0
         })))
         .respond_with(ok_json(json!({"result": {"rows": [
@@ -1238,7 +1252,11 @@ async fn rex_find_searches_by_phone_and_reads_the_full_record() {
         .mount(&env.server)
         .await;
     let c = env.rex();
-    let (id, existing) = c.find_by_phone(&phone()).await.unwrap().unwrap();
+    let (id, existing) = c
+        .find_by_phone(&phone(), Region::AU)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(id, "36685959");
     assert_eq!(existing, full);
 
@@ -1266,5 +1284,268 @@ async fn rex_find_searches_by_phone_and_reads_the_full_record() {
     assert_eq!(
         (created.external_id.as_deref(), created.action),
         (Some("36685999"), PushAction::Created)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finding a person by phone, in the forms people type (crm-apis §4)
+
+/// The `phone` values of the requests to `path`, in order.
+async fn phone_queries(env: &Env, path: &str) -> Vec<String> {
+    env.requests()
+        .await
+        .iter()
+        .filter(|r| r.url.path() == path)
+        .filter_map(|r| query(r.url.as_str()).remove("phone"))
+        .collect()
+}
+
+#[tokio::test]
+async fn rex_find_asks_for_every_typed_form_in_one_search() {
+    let env = Env::start().await;
+    let mobile = PhoneNumber::from_e164("+61412345678").unwrap();
+    Mock::given(method("POST"))
+        .and(path("/rex/v1/rex/contacts/search"))
+        .and(body_json(json!({
+            "criteria": [{"name": "contact.phone_number", "type": "in", "value": [
+                "+61412345678", "0412 345 678", "0412345678", "+61 412 345 678", "61412345678"
+            ]}],
+            "limit": 10, "offset": 0
+        })))
+        .respond_with(ok_json(json!({"result": {"rows": [
+            {"id": "11", "phone_number": "0400 000 000"},
+            {"id": "12", "phone_number": "0412 345 678"}
+        ], "total": 2}, "error": null})))
+        .expect(1)
+        .mount(&env.server)
+        .await;
+    let full = json!({"id": 12, "related": {
+        "contact_names": [{"id": 1, "name_first": "Kylie", "name_last": "Tran"}],
+        "contact_phones": [{"id": 2, "phone_number": "0412 345 678"}]}});
+    Mock::given(method("POST"))
+        .and(path("/rex/v1/rex/contacts/read"))
+        .and(body_json(json!({"id": "12"})))
+        .respond_with(ok_json(json!({"result": full, "error": null})))
+        .expect(1)
+        .mount(&env.server)
+        .await;
+    let (id, existing) = env
+        .rex()
+        .find_by_phone(&mobile, Region::AU)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        id, "12",
+        "the row showing the number is read first, and only it"
+    );
+    assert_eq!(existing, full);
+}
+
+/// A search row shows one phone (crm-apis §3.5); the search may have matched another of the
+/// contact's phones, so a row showing a different number is still confirmed on its full record.
+#[tokio::test]
+async fn rex_find_confirms_a_row_showing_another_phone_on_its_full_record() {
+    let env = Env::start().await;
+    let mobile = PhoneNumber::from_e164("+61412345678").unwrap();
+    Mock::given(method("POST"))
+        .and(path("/rex/v1/rex/contacts/search"))
+        .respond_with(ok_json(json!({"result": {"rows": [
+            {"id": 21, "phone_number": "(02) 9876 5432"}
+        ], "total": 1}, "error": null})))
+        .expect(1)
+        .mount(&env.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/rex/v1/rex/contacts/read"))
+        .respond_with(ok_json(
+            json!({"result": {"id": 21, "related": {"contact_phones": [
+            {"id": 1, "phone_number": "(02) 9876 5432"}, {"id": 2, "phone_number": "0412345678"}
+        ]}}, "error": null}),
+        ))
+        .expect(1)
+        .mount(&env.server)
+        .await;
+    let (id, _) = env
+        .rex()
+        .find_by_phone(&mobile, Region::AU)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(id, "21");
+}
+
+#[tokio::test]
+async fn lofty_find_tries_the_forms_in_order_and_stops_at_the_first_hit() {
+    let env = Env::start().await;
+    let number = PhoneNumber::from_e164("+14155550142").unwrap();
+    let lead = json!({"leadId": 651095960136641_i64, "firstName": "Ana",
+                      "phones": ["(415) 555-0142"]});
+    Mock::given(method("GET"))
+        .and(path("/lofty/v1.0/leads"))
+        .and(query_param("phone", "+14155550142"))
+        .respond_with(ok_json(
+            json!({"_metadata": {"scrollId": null}, "leads": []}),
+        ))
+        .expect(1)
+        .mount(&env.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/lofty/v1.0/leads"))
+        .and(query_param("phone", "(415) 555-0142"))
+        .respond_with(ok_json(
+            json!({"_metadata": {"scrollId": null}, "leads": [lead]}),
+        ))
+        .expect(1)
+        .mount(&env.server)
+        .await;
+    // Any later form would find it too: it must not be asked for.
+    Mock::given(method("GET"))
+        .and(path("/lofty/v1.0/leads"))
+        .respond_with(ok_json(json!({"leads": [lead]})))
+        .with_priority(10)
+        .expect(0)
+        .mount(&env.server)
+        .await;
+    let (id, found) = env
+        .lofty()
+        .find_by_phone(&number, Region::US)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(id, "651095960136641");
+    assert_eq!(found, lead);
+    assert_eq!(
+        phone_queries(&env, "/lofty/v1.0/leads").await,
+        ["+14155550142", "(415) 555-0142"]
+    );
+}
+
+/// Whatever a CRM's search returns, a record is returned only if one of its own phones, read in
+/// the account's region, is the number.
+#[tokio::test]
+async fn a_search_hit_whose_record_phones_do_not_match_is_not_returned() {
+    let env = Env::start().await;
+    let number = PhoneNumber::from_e164("+14155550142").unwrap();
+    let all_forms = [
+        "+14155550142",
+        "(415) 555-0142",
+        "4155550142",
+        "415-555-0142",
+        "+1 415-555-0142",
+        "14155550142",
+    ];
+    Mock::given(method("GET"))
+        .and(path("/lofty/v1.0/leads"))
+        .respond_with(ok_json(
+            json!({"leads": [{"leadId": 1, "phones": ["(415) 555-0199"]}]}),
+        ))
+        .mount(&env.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/fub/v1/people"))
+        .respond_with(ok_json(
+            json!({"people": [{"id": 2, "phones": [{"value": "415-555-0199"}]}]}),
+        ))
+        .mount(&env.server)
+        .await;
+    // In an Australian account, `(415) 555-0142` is not an American number (crm-apis §4).
+    Mock::given(method("POST"))
+        .and(path("/rex/v1/rex/contacts/search"))
+        .respond_with(ok_json(json!({"result": {"rows": [
+            {"id": "3", "phone_number": "(415) 555-0142"}
+        ], "total": 1}, "error": null})))
+        .mount(&env.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/rex/v1/rex/contacts/read"))
+        .respond_with(ok_json(
+            json!({"result": {"id": 3, "related": {"contact_phones": [
+            {"id": 1, "phone_number": "(415) 555-0142"}
+        ]}}, "error": null}),
+        ))
+        .mount(&env.server)
+        .await;
+
+    let lofty = env.lofty().find_by_phone(&number, Region::US).await;
+    assert_eq!(lofty.unwrap(), None);
+    assert_eq!(phone_queries(&env, "/lofty/v1.0/leads").await, all_forms);
+    let fub = env.fub().find_by_phone(&number, Region::US).await;
+    assert_eq!(fub.unwrap(), None);
+    assert_eq!(phone_queries(&env, "/fub/v1/people").await, all_forms);
+    let rex = env.rex().find_by_phone(&number, Region::AU).await;
+    assert_eq!(rex.unwrap(), None);
+}
+
+/// A push paces a lookup call by call: Lofty takes a turn per form it asks for, REX one for its
+/// one search, and a turn refused (past the push's deadline) stops the lookup before that call.
+#[tokio::test]
+async fn a_paced_lookup_takes_one_turn_per_search_call() {
+    let env = Env::start().await;
+    let number = PhoneNumber::from_e164("+14155550142").unwrap();
+    Mock::given(method("GET"))
+        .and(path("/lofty/v1.0/leads"))
+        .respond_with(ok_json(json!({"leads": []})))
+        .mount(&env.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/rex/v1/rex/contacts/search"))
+        .respond_with(ok_json(
+            json!({"result": {"rows": [], "total": 0}, "error": null}),
+        ))
+        .mount(&env.server)
+        .await;
+    let forms = number.typed_forms(Region::US).len();
+
+    let turns = Arc::new(Mutex::new(0usize));
+    let mut pace = || {
+        *turns.lock().unwrap() += 1;
+        async { Ok(()) }
+    };
+    let lofty = env.lofty();
+    let found = lofty
+        .find_by_phone_paced(&number, Region::US, &mut pace)
+        .await;
+    assert_eq!(found, Ok(Ok(None)));
+    assert_eq!(*turns.lock().unwrap(), forms);
+    assert_eq!(phone_queries(&env, "/lofty/v1.0/leads").await.len(), forms);
+
+    *turns.lock().unwrap() = 0;
+    let rex = env.rex();
+    let found = rex
+        .find_by_phone_paced(&number, Region::AU, &mut pace)
+        .await;
+    assert_eq!(found, Ok(Ok(None)));
+    assert_eq!(*turns.lock().unwrap(), 1, "one `in` search");
+
+    // The third turn is refused: two calls were made, and no more.
+    env.server.reset().await;
+    Mock::given(method("GET"))
+        .and(path("/lofty/v1.0/leads"))
+        .respond_with(ok_json(json!({"leads": []})))
+        .mount(&env.server)
+        .await;
+    let taken = Arc::new(Mutex::new(0usize));
+    let mut pace = || {
+        let n = {
+            let mut t = taken.lock().unwrap();
+            *t += 1;
+            *t
+        };
+        async move {
+            if n <= 2 {
+                Ok(())
+            } else {
+                Err(Duration::from_secs(30))
+            }
+        }
+    };
+    let found = lofty
+        .find_by_phone_paced(&number, Region::US, &mut pace)
+        .await;
+    assert_eq!(found, Err(Duration::from_secs(30)));
+    assert_eq!(
+        phone_queries(&env, "/lofty/v1.0/leads").await,
+        ["+14155550142", "(415) 555-0142"]
     );
 }

@@ -220,6 +220,58 @@ impl PhoneNumber {
             .map(Region)
     }
 
+    /// The written forms a person may have typed this number in, in a CRM whose numbers without a
+    /// country code are read in `region` (REX and Lofty store phones as typed and search the stored
+    /// string, crm-apis.md §4), most likely first, without repeats:
+    ///
+    /// 1. E.164, `+61412345678` (what crmsync and most integrations write);
+    /// 2. only when the number is `region`'s (precisely: when its national forms read back as this
+    ///    number in `region`, so also US and CA, which share +1): the NATIONAL format, `0412 345 678`, `(02) 9876 5432`, `(415) 555-0142`; its
+    ///    digits, `0412345678`, `4155550142`; and for NANPA numbers (+1) the dashed
+    ///    `415-555-0142`;
+    /// 3. the INTERNATIONAL format, `+61 412 345 678`, `+1 415-555-0142`;
+    /// 4. the international digits without `+`, `61412345678`.
+    ///
+    /// The formats are `phonenumber`'s (libphonenumber's metadata). A number the metadata cannot
+    /// format gives its E.164 and international digits only.
+    pub fn typed_forms(&self, region: Region) -> Vec<String> {
+        use std::fmt::Write;
+        let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+        let format = |number: &phonenumber::PhoneNumber, mode| {
+            // `to_string` would panic on a format the metadata lacks (`fmt::Error`).
+            let mut out = String::new();
+            write!(out, "{}", number.format().mode(mode)).ok()?;
+            Some(out)
+        };
+        let (international, national) = std::panic::catch_unwind(|| {
+            let number = phonenumber::parse(None, &self.0).ok()?;
+            let international = format(&number, phonenumber::Mode::International)?;
+            let national = format(&number, phonenumber::Mode::National)
+                .filter(|n| PhoneNumber::parse(n, region).is_ok_and(|p| p == *self));
+            Some((international, national))
+        })
+        .ok()
+        .flatten()
+        .map_or((None, None), |(i, n)| (Some(i), n));
+
+        let mut forms = vec![self.0.clone()];
+        if let Some(national) = national {
+            let national_digits = digits(&national);
+            forms.push(national);
+            forms.push(national_digits);
+            // NANPA: the international format is `+1 415-555-0142`; without its country code it
+            // is the dashed form people type.
+            if let Some(dashed) = international.as_deref().and_then(|i| i.strip_prefix("+1 ")) {
+                forms.push(dashed.to_owned());
+            }
+        }
+        forms.extend(international);
+        forms.push(self.0.trim_start_matches('+').to_owned());
+        let mut seen = std::collections::HashSet::new();
+        forms.retain(|f| !f.is_empty() && seen.insert(f.clone()));
+        forms
+    }
+
     /// Whether `raw` (in any written form) denotes this number. `raw` is read in this number's
     /// own region, so a local form of the same number matches.
     pub fn matches(&self, raw: &str) -> bool {
@@ -417,6 +469,96 @@ mod tests {
             serde_json::from_str::<Region>("\"nz\"").unwrap(),
             Region::NZ
         );
+    }
+
+    fn forms(e164: &str, region: Region) -> Vec<String> {
+        PhoneNumber::from_e164(e164).unwrap().typed_forms(region)
+    }
+
+    #[test]
+    fn typed_forms_of_an_au_mobile_in_au() {
+        assert_eq!(
+            forms("+61412345678", Region::AU),
+            [
+                "+61412345678",
+                "0412 345 678",
+                "0412345678",
+                "+61 412 345 678",
+                "61412345678"
+            ]
+        );
+    }
+
+    #[test]
+    fn typed_forms_of_an_au_landline_in_au() {
+        assert_eq!(
+            forms("+61298765432", Region::AU),
+            [
+                "+61298765432",
+                "(02) 9876 5432",
+                "0298765432",
+                "+61 2 9876 5432",
+                "61298765432"
+            ]
+        );
+    }
+
+    #[test]
+    fn typed_forms_of_a_us_number_in_the_us() {
+        assert_eq!(
+            forms("+14155550142", Region::US),
+            [
+                "+14155550142",
+                "(415) 555-0142",
+                "4155550142",
+                "415-555-0142",
+                "+1 415-555-0142",
+                "14155550142"
+            ]
+        );
+    }
+
+    /// A number of another country is typed with its country code: its national forms would be
+    /// read as another number (or none) in the account's region.
+    #[test]
+    fn typed_forms_of_a_foreign_number_are_international_only() {
+        assert_eq!(
+            forms("+14155550142", Region::AU),
+            ["+14155550142", "+1 415-555-0142", "14155550142"]
+        );
+        assert_eq!(
+            forms("+61412345678", Region::US),
+            ["+61412345678", "+61 412 345 678", "61412345678"]
+        );
+    }
+
+    /// Every form read in the region (with its `+` where it has one) is the number again.
+    #[test]
+    fn typed_forms_read_back_as_the_number() {
+        for (e164, region) in [
+            ("+61412345678", Region::AU),
+            ("+61298765432", Region::AU),
+            ("+14155550142", Region::US),
+            ("+14165550142", Region::CA),
+            ("+442079460958", Region::GB),
+            ("+6495550142", Region::NZ),
+            ("+14155550142", Region::AU),
+        ] {
+            let p = PhoneNumber::from_e164(e164).unwrap();
+            let forms = p.typed_forms(region);
+            let mut unique = forms.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), forms.len(), "{forms:?}");
+            for f in &forms {
+                let as_typed = PhoneNumber::parse(f, region).ok();
+                let with_plus = PhoneNumber::parse(&format!("+{f}"), region).ok();
+                assert!(
+                    as_typed.as_ref() == Some(&p) || with_plus.as_ref() == Some(&p),
+                    "{f} in {region}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The Follow Up Boss client (crm-apis.md §1.3): `GET /people`, `POST /events`, `PUT /people/{id}`.
 
-use crmsync_domain::{Lead, PhoneNumber};
+use crmsync_domain::{Lead, PhoneNumber, Region};
 use http::{Method, StatusCode};
 use serde_json::Value;
 
@@ -72,7 +72,8 @@ impl FollowUpBossClient {
 /// * List: changes newest first, `GET /people?sort=-updated&includeTrash=true`, stopping at the page
 ///   that reaches the stored changes; all people in the default order; each following `next`, or an
 ///   offset where FUB gives no `next`.
-/// * Find: `GET /people?phone=`, each candidate confirmed on its phones.
+/// * Find: `GET /people?phone=` for each written form of the number until one finds a person that
+///   really has it.
 /// * Create: `POST /events` (201 created, 200 matched an existing person → `Updated`, 204 → `Ignored`);
 ///   update: `PUT /people/{id}?mergeTags=true`.
 #[async_trait::async_trait]
@@ -168,23 +169,33 @@ impl Crm for FollowUpBossClient {
         Ok(Account { id })
     }
 
-    async fn find_by_phone(
+    /// The `phone` filter of `GET /people` is known from public clients only (crm-apis §1.3), and
+    /// how Follow Up Boss normalizes phones is unconfirmed (§1.3, §6). The harsher reading: it may
+    /// compare the stored string, so each form a person may have typed the number in is asked for
+    /// in turn, most likely first (E.164 first, which a normalizing search matches at once), until
+    /// a person that really has the number is found (a miss costs one call per form).
+    fn phone_searches(&self, phone: &PhoneNumber, region: Region) -> Vec<Vec<String>> {
+        phone
+            .typed_forms(region)
+            .into_iter()
+            .map(|f| vec![f])
+            .collect()
+    }
+
+    /// `phone=` once per form (each search asks for one).
+    async fn find_by_phone_among(
         &self,
         phone: &PhoneNumber,
+        region: Region,
+        forms: &[String],
     ) -> Result<Option<(String, Value)>, CrmError> {
-        let url = self.conn.url(
-            &self.api_base,
-            &["people"],
-            &[
-                ("phone", phone.as_str()),
-                ("fields", "allFields"),
-                ("limit", FIND_LIMIT),
-            ],
-        )?;
+        let mut query: Vec<(&str, &str)> = forms.iter().map(|f| ("phone", f.as_str())).collect();
+        query.extend([("fields", "allFields"), ("limit", FIND_LIMIT)]);
+        let url = self.conn.url(&self.api_base, &["people"], &query)?;
         let reply = self.conn.get("people.list", url).await?;
         let records = people(self.conn.json(&reply)?)
             .ok_or_else(|| self.conn.shape_error("a people list"))?;
-        Ok(first_match(&records, &["id"], phone))
+        Ok(first_match(&records, &["id"], phone, region))
     }
 
     async fn create(&self, lead: &Lead) -> Result<PushResult, CrmError> {

@@ -7,7 +7,8 @@
 use serde_json::{Map, Value, json};
 
 use crate::mapping::{
-    Candidates, Draft, entry_primary, entry_value, first_time, has_email, has_phone, put,
+    Candidates, Draft, entry_primary, entry_value, first_time, has_email, has_phone, own_region,
+    put,
 };
 use crmsync_domain::Lead;
 use crmsync_domain::Mapped;
@@ -122,7 +123,11 @@ pub fn update_body(lead: &Lead, existing: &Value) -> Value {
     }
     if let Some(phone) = &lead.phone {
         let current = existing_entries(existing, "phones");
-        if !has_phone(current.iter().map(|(v, _)| v.as_str()), phone) {
+        if !has_phone(
+            current.iter().map(|(v, _)| v.as_str()),
+            phone,
+            own_region(phone),
+        ) {
             let mut list: Vec<Value> = current.into_iter().map(|(_, e)| e).collect();
             list.push(json!({ "value": phone.as_str() }));
             body.insert("phones".into(), Value::Array(list));

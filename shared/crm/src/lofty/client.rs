@@ -1,6 +1,6 @@
 //! The Lofty client (crm-apis.md §2.2): `GET|POST /v1.0/leads`, `PUT /v1.0/leads/{id}`.
 
-use crmsync_domain::{Lead, PhoneNumber};
+use crmsync_domain::{Lead, PhoneNumber, Region};
 use http::Method;
 use serde_json::Value;
 
@@ -31,7 +31,8 @@ impl LoftyClient {
 }
 
 /// * List: `GET /v1.0/leads` following the `scrollId` of `_metadata` or `get_metadata`.
-/// * Find: `GET /v1.0/leads?phone=`, each candidate confirmed on its phones.
+/// * Find: `GET /v1.0/leads?phone=` for each written form of the number until one finds a lead
+///   that really has it.
 /// * Create: `POST /v1.0/leads`; update: `PUT /v1.0/leads/{id}` with only what changed.
 #[async_trait::async_trait]
 impl Crm for LoftyClient {
@@ -85,19 +86,32 @@ impl Crm for LoftyClient {
         Ok(Account { id })
     }
 
-    async fn find_by_phone(
+    /// The list filters by one `phone` value (crm-apis §2.2) and how it compares is not documented:
+    /// read as REX's, the stored string (§4; the sandbox's default). So each form a person may have
+    /// typed the number in is asked for in turn, most likely first, until a lead that really has the
+    /// number is found (a miss costs one call per form).
+    fn phone_searches(&self, phone: &PhoneNumber, region: Region) -> Vec<Vec<String>> {
+        phone
+            .typed_forms(region)
+            .into_iter()
+            .map(|f| vec![f])
+            .collect()
+    }
+
+    /// `phone=` once per form (each search asks for one).
+    async fn find_by_phone_among(
         &self,
         phone: &PhoneNumber,
+        region: Region,
+        forms: &[String],
     ) -> Result<Option<(String, Value)>, CrmError> {
-        let url = self.conn.url(
-            &self.api_base,
-            &["v1.0", "leads"],
-            &[("phone", phone.as_str()), ("limit", FIND_LIMIT)],
-        )?;
+        let mut query: Vec<(&str, &str)> = forms.iter().map(|f| ("phone", f.as_str())).collect();
+        query.push(("limit", FIND_LIMIT));
+        let url = self.conn.url(&self.api_base, &["v1.0", "leads"], &query)?;
         let reply = self.conn.get("leads.list", url).await?;
         let records =
             leads(self.conn.json(&reply)?).ok_or_else(|| self.conn.shape_error("a leads list"))?;
-        Ok(first_match(&records, ID_KEYS, phone))
+        Ok(first_match(&records, ID_KEYS, phone, region))
     }
 
     async fn create(&self, lead: &Lead) -> Result<PushResult, CrmError> {

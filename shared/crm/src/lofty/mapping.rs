@@ -8,7 +8,9 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::mapping::{Draft, entry_primary, entry_value, first_time, has_email, has_phone, put};
+use crate::mapping::{
+    Draft, entry_primary, entry_value, first_time, has_email, has_phone, own_region, put,
+};
 use crmsync_domain::Lead;
 use crmsync_domain::Mapped;
 use crmsync_domain::Provider;
@@ -132,7 +134,7 @@ pub fn update_body(lead: &Lead, existing: &Value) -> Value {
     }
     if let Some(phone) = &lead.phone {
         let mut current = strings(existing, "phones", PHONE_KEYS);
-        if !has_phone(current.iter().map(String::as_str), phone) {
+        if !has_phone(current.iter().map(String::as_str), phone, own_region(phone)) {
             current.push(phone.as_str().to_owned());
             body.insert("phones".into(), json!(current));
         }

@@ -1,6 +1,6 @@
 //! The REX client (crm-apis.md §3.4): contacts `list`/`search`, `read`, `create` and `update`.
 
-use crmsync_domain::{Lead, PhoneNumber, SyncCursor};
+use crmsync_domain::{Lead, PhoneNumber, Region, SyncCursor};
 use http::Method;
 use reqwest::Url;
 use serde_json::{Map, Value, json};
@@ -69,7 +69,8 @@ impl RexClient {
 ///   from the first record of that second (the records already stored there are dropped by
 ///   `cursor.admits`); `has_more` when the page is full. Only when a full page is all one second does
 ///   `next_token` carry the offset to read the rest of that second with.
-/// * Find: `contacts/search` by phone, each candidate confirmed on its full record (`contacts/read`).
+/// * Find: one `contacts/search` for every written form of the number (`in`), each candidate
+///   confirmed on its full record (`contacts/read`).
 /// * Create: `contacts/create`; update: `contacts/update`.
 #[async_trait::async_trait]
 impl Crm for RexClient {
@@ -118,19 +119,40 @@ impl Crm for RexClient {
         Ok(Account::default())
     }
 
-    async fn find_by_phone(
+    /// REX stores phones as typed and its search compares the stored string (crm-apis §4), and
+    /// criteria combine with AND, `in` being the only OR (§3.4): one search asks for every form a
+    /// person may have typed the number in, in the account's `region`.
+    fn phone_searches(&self, phone: &PhoneNumber, region: Region) -> Vec<Vec<String>> {
+        vec![phone.typed_forms(region)]
+    }
+
+    async fn find_by_phone_among(
         &self,
         phone: &PhoneNumber,
+        region: Region,
+        forms: &[String],
     ) -> Result<Option<(String, Value)>, CrmError> {
         let body = json!({
-            "criteria": [{"name": "contact.phone_number", "type": "in", "value": phone_forms(phone)}],
+            "criteria": [{"name": "contact.phone_number", "type": "in", "value": forms}],
             "limit": FIND_LIMIT,
             "offset": 0,
         });
         let url = self
             .conn
             .url(&self.rpc_base, &["contacts", "search"], &[])?;
-        let rows = self.rex_search("contacts.search", url, &body).await?;
+        let mut rows = self.rex_search("contacts.search", url, &body).await?;
+        // A flattened row shows one `phone_number` (§3.5), while the search may have matched
+        // another phone of the contact: rows showing the number are read first, the others
+        // after, and each is confirmed on its full record.
+        rows.sort_by_cached_key(|row| {
+            if has_phone(row, phone, region) {
+                0
+            } else if record_phones(row).is_empty() {
+                1
+            } else {
+                2
+            }
+        });
         for row in rows {
             let Some(raw_id) = ID_KEYS
                 .iter()
@@ -140,11 +162,6 @@ impl Crm for RexClient {
             else {
                 continue;
             };
-            // A search row carries at most its primary phone: rule out rows that show other
-            // phones only, then confirm on the full record.
-            if !record_phones(&row).is_empty() && !has_phone(&row, phone) {
-                continue;
-            }
             let reply = match self
                 .rex_call("contacts.read", "read", &json!({"id": raw_id}), true)
                 .await
@@ -160,7 +177,7 @@ impl Crm for RexClient {
                 .filter(|r| r.is_object())
                 .cloned()
                 .unwrap_or(row);
-            if has_phone(&full, phone)
+            if has_phone(&full, phone, region)
                 && let Some(id) = id_at(&full, ID_KEYS).or_else(|| id_of(&raw_id))
             {
                 return Ok(Some((id, full)));
@@ -264,13 +281,6 @@ fn one_second(records: &[Value]) -> Option<i64> {
 fn rows(reply: &Reply) -> Option<Vec<Value>> {
     let result = reply.json.as_ref()?.get("result")?;
     result.get("rows").unwrap_or(result).as_array().cloned()
-}
-
-/// The written forms a REX account may hold the number in: E.164, and the same digits without
-/// the `+` (REX stores phones as typed; `in` matches any of them).
-fn phone_forms(phone: &PhoneNumber) -> Vec<String> {
-    let e164 = phone.as_str();
-    vec![e164.to_owned(), e164.trim_start_matches('+').to_owned()]
 }
 
 #[cfg(test)]

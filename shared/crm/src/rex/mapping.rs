@@ -13,7 +13,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::mapping::{
-    Candidates, Draft, entry_primary, entry_value, first_time, has_email, has_phone,
+    Candidates, Draft, entry_primary, entry_value, first_time, has_email, has_phone, own_region,
 };
 use crmsync_domain::Lead;
 use crmsync_domain::Mapped;
@@ -169,7 +169,7 @@ pub fn update_body(external_id: &str, lead: &Lead, existing: &Value) -> Value {
         );
     }
     if let Some(phone) = &lead.phone
-        && !has_phone(current.phones.iter(), phone)
+        && !has_phone(current.phones.iter(), phone, own_region(phone))
     {
         related.insert(
             "contact_phones".into(),
