@@ -316,13 +316,20 @@ fn account_rate((limit, window): (u32, Duration)) -> Rate {
 }
 
 /// Waits for this call's turn in the CRM account's shared bucket. `Err(wait)` when the turn is past
-/// the deadline (the reservation is given back).
+/// the deadline (the reservation is given back). Once the bucket cannot be reached (`unavailable`),
+/// the rest of the push goes unpaced without asking again: an outage costs one timeout per push, not
+/// one per call.
 async fn pace(
     ctx: &Context,
     client: &CrmClient,
     integration: &IntegrationRecord,
     deadline: Instant,
+    unavailable: &std::sync::atomic::AtomicBool,
 ) -> Result<(), Duration> {
+    use std::sync::atomic::Ordering;
+    if unavailable.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     let provider = integration.provider;
     let rate = account_rate(
         client
@@ -345,6 +352,7 @@ async fn pace(
         Err(e) => {
             // The CRM's own limits (and our client's pacing on its headers) still apply.
             tracing::warn!(error = %e, "outbound pacing unavailable; pushing unpaced");
+            unavailable.store(true, Ordering::Relaxed);
             Ok(())
         }
     }
@@ -474,7 +482,8 @@ async fn push_claimed(
         region: phone_region(ctx, integration),
     };
     let client = conn.client.clone();
-    let mut pace = || pace(ctx, &client, integration, deadline);
+    let limiter_down = std::sync::atomic::AtomicBool::new(false);
+    let mut pace = || pace(ctx, &client, integration, deadline, &limiter_down);
     let user = integration.user_id;
     let mut note = || async move {
         match ctx.store.note_create_sent(user, claimed).await {

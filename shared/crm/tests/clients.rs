@@ -978,8 +978,45 @@ async fn timeouts_retry_reads_but_never_writes() {
         .await;
     env.fub().verify_credentials().await.unwrap();
     let err = env.fub().create(&jane()).await.unwrap_err();
-    assert!(matches!(err, CrmError::Transport(_)), "{err:?}");
+    // The write went out: it may have been processed, and is not sent again here.
+    assert!(matches!(err, CrmError::Unanswered(_)), "{err:?}");
+    assert!(err.may_have_been_processed());
     assert!(err.to_string().contains("timed out"), "{err}");
+}
+
+#[tokio::test]
+async fn every_request_ends_before_the_callers_deadline() {
+    let env = Env::start().await;
+    Mock::given(method("GET"))
+        .and(path("/fub/v1/people"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"people": []}))
+                .set_delay(Duration::from_secs(5)),
+        )
+        .mount(&env.server)
+        .await;
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_millis(1_500);
+    let err = crmsync_crm::with_deadline(deadline, env.fub().verify_credentials())
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_millis(2_500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        matches!(err, CrmError::Transport(_) | CrmError::OutOfTime),
+        "{err:?}"
+    );
+    // With no time left, nothing is sent at all.
+    let past = std::time::Instant::now();
+    let err = crmsync_crm::with_deadline(past, env.fub().create(&jane()))
+        .await
+        .unwrap_err();
+    assert_eq!(err, CrmError::OutOfTime);
+    assert!(!err.may_have_been_processed());
 }
 
 #[tokio::test]

@@ -56,6 +56,7 @@ async fn hanging_endpoint() -> (String, tokio::task::JoinHandle<()>) {
 /// pacing falls back to unpaced pushes (logged). Returns the slowest call, for the report.
 async fn dynamodb_outage(dynamo: &aws_config::SdkConfig, what: &str) -> Duration {
     let env = Env::start().await;
+    env.lofty_production_tier();
     let mark = capture::mark();
     let dead = env.app_with_dynamo(dynamo);
     let user = Uuid::new_v4();

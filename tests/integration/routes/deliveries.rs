@@ -222,6 +222,7 @@ struct Listed {
 
 async fn listed() -> Listed {
     let env = Env::start().await;
+    env.lofty_production_tier();
     let (user, other) = (Uuid::new_v4(), Uuid::new_v4());
     env.connect(user, Provider::Lofty).await;
     env.connect(other, Provider::Lofty).await;
@@ -462,6 +463,7 @@ async fn another_users_or_an_unknown_integration_is_404_and_changes_nothing() {
 /// A user with a Lofty integration and two deliveries waiting.
 async fn small() -> (Env, Uuid, Uuid) {
     let env = Env::start().await;
+    env.lofty_production_tier();
     let user = Uuid::new_v4();
     env.connect(user, Provider::Lofty).await;
     let id = integration_id(&env, user, Provider::Lofty).await;
@@ -572,6 +574,7 @@ async fn deliveries_without_a_caller_are_401() {
 #[tokio::test]
 async fn a_crm_outage_leaves_deliveries_visible_and_a_retry_pushes_them_once() {
     let env = Env::start().await;
+    env.lofty_production_tier();
     let user = Uuid::new_v4();
     env.connect(user, Provider::FollowUpBoss).await;
     let id = integration_id(&env, user, Provider::FollowUpBoss).await;
@@ -729,6 +732,7 @@ async fn a_crm_outage_leaves_deliveries_visible_and_a_retry_pushes_them_once() {
 #[tokio::test]
 async fn a_delivery_being_pushed_is_left_alone_by_a_retry() {
     let env = Env::start().await;
+    env.lofty_production_tier();
     let user = Uuid::new_v4();
     env.connect(user, Provider::Lofty).await;
     let id = integration_id(&env, user, Provider::Lofty).await;

@@ -493,6 +493,15 @@ impl Env {
         self.sandbox.expire_tokens(Some(sandbox_provider(provider)));
     }
 
+    /// Lofty at its production tier, 500 calls a minute (crm-apis §2.3), instead of the sandbox's
+    /// default development tier (100): for tests of something else than Lofty's limit that push
+    /// several new leads in a row (each costs a search per form its phone may be typed in, then a
+    /// create) or read Lofty in full several times.
+    pub fn lofty_production_tier(&self) {
+        self.sandbox
+            .update_config(|c| c.lofty.rate_limit_per_minute = 500);
+    }
+
     /// The token refreshes the sandbox has served for `provider`.
     pub fn refreshes(&self, provider: Provider) -> u64 {
         let stats = self.sandbox.stats();

@@ -238,6 +238,8 @@ impl CrmHttp {
         let route = call.route;
         let mut pending = Duration::ZERO;
         let mut attempt = 0;
+        // Why the last attempt is being retried (not for a 429: that wait is the CRM's).
+        let mut retrying: Option<CrmError> = None;
         loop {
             attempt += 1;
             let pace = call
@@ -246,6 +248,10 @@ impl CrmHttp {
             let wait = pace.max(pending);
             let past_deadline = deadline::left()
                 .is_some_and(|left| !wait.is_zero() && wait + deadline::MIN_REQUEST_TIME > left);
+            if past_deadline && let Some(e) = retrying.take() {
+                // No time for another attempt: the failure that wanted one.
+                return Err(e);
+            }
             if wait > policy.max_wait || past_deadline {
                 tracing::warn!(
                     provider,
@@ -289,6 +295,10 @@ impl CrmHttp {
                     tracing::warn!(provider, route, attempt, error = what, "CRM call failed");
                     if retry && !last {
                         pending = policy.backoff(attempt);
+                        retrying = Some(CrmError::Transport(format!(
+                            "{}: {what}",
+                            call.provider.label()
+                        )));
                         continue;
                     }
                     let why = format!("{}: {what}", call.provider.label());
@@ -319,6 +329,10 @@ impl CrmHttp {
                     );
                     if call.idempotent && !last {
                         pending = policy.backoff(attempt);
+                        retrying = Some(CrmError::Transport(format!(
+                            "{}: {what}",
+                            call.provider.label()
+                        )));
                         continue;
                     }
                     let why = format!("{}: {what}", call.provider.label());
@@ -362,6 +376,7 @@ impl CrmHttp {
                     });
                 }
                 pending = hint.unwrap_or_else(|| policy.backoff(attempt));
+                retrying = None;
                 continue;
             }
             if status.is_server_error() && call.idempotent {
@@ -377,6 +392,10 @@ impl CrmHttp {
                         Some(ra) if ra <= policy.max_wait => ra,
                         _ => policy.backoff(attempt),
                     };
+                    retrying = Some(CrmError::Upstream {
+                        status: status.as_u16(),
+                        message: format!("{} answered a server error", call.provider.label()),
+                    });
                     continue;
                 }
             }
@@ -390,6 +409,10 @@ impl CrmHttp {
                 );
                 if !last {
                     pending = policy.backoff(attempt);
+                    retrying = Some(CrmError::Decode(format!(
+                        "{} answered with a body that is not valid JSON",
+                        call.provider.label()
+                    )));
                     continue;
                 }
                 return Err(CrmError::Decode(format!(
