@@ -644,13 +644,20 @@ async fn push_matrix(leads: usize, fub_window_secs: u32, only: &[&str], rate_sca
                 break;
             }
             assert!(round < 7, "{name}: {pending} deliveries still pending");
-            admin
-                .execute(
-                    "UPDATE push_deliveries SET next_attempt_at = now() WHERE status = 'pending'",
-                    &[],
-                )
-                .await
-                .unwrap();
+            // Each round stands for time passing until the deliveries' retry times (or a user's
+            // retry): their waits are made due the way `…/deliveries/retry` makes them due.
+            for p in crms {
+                let integration = env
+                    .store
+                    .integration_by_provider(user, p)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                env.store
+                    .make_deliveries_due(user, integration.id)
+                    .await
+                    .unwrap();
+            }
             crmsync_app::push::drain_all(
                 env.ctx().await,
                 Instant::now() + Duration::from_secs(120),

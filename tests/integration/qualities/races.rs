@@ -300,11 +300,19 @@ async fn concurrent_drains_push_each_waiting_lead_once() {
             .set_faults(sandbox_provider(p), FaultConfig::default())
             .unwrap();
     }
-    let admin = crmsync_testkit::connect(&env.db.url).await;
-    admin
-        .execute("UPDATE push_deliveries SET next_attempt_at = now()", &[])
-        .await
-        .unwrap();
+    // The user retries them (what `…/deliveries/retry` and a resume do): due now.
+    for p in [Provider::Lofty, Provider::FollowUpBoss] {
+        let integration = env
+            .store
+            .integration_by_provider(user, p)
+            .await
+            .unwrap()
+            .unwrap();
+        env.store
+            .make_deliveries_due(user, integration.id)
+            .await
+            .unwrap();
+    }
     let apps = lambdas(&env, 3);
     let tallies = futures::future::join_all(apps.iter().map(|app| async move {
         let ctx = app.context().await.unwrap();

@@ -646,3 +646,62 @@ async fn an_incremental_sync_costs_what_changed() {
         );
     }
 }
+
+/// A CRM that keeps answering 429 with a long `Retry-After`: the caller gets 429 `rate_limited` with
+/// that `Retry-After` and a sentence naming the CRM (not a 502), and crmsync keeps to it.
+#[tokio::test]
+async fn a_crm_s_rate_limit_reaches_the_caller_as_429_with_retry_after() {
+    let env = Env::start().await;
+    let user = Uuid::new_v4();
+    let provider = Provider::FollowUpBoss;
+    env.sandbox.seed(sandbox_provider(provider), 33, 150);
+    env.connect(user, provider).await;
+    env.sandbox
+        .set_faults(
+            sandbox_provider(provider),
+            crm_sandbox::FaultConfig {
+                rate_429: 1.0,
+                retry_after_secs: 120,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let reply = sync_with(&env, user, provider, "").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{:?}",
+        reply.body
+    );
+    assert_eq!(reply.body["error"], "rate_limited");
+    assert!(
+        reply.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Follow Up Boss"),
+        "{:?}",
+        reply.body
+    );
+    let retry_after: u64 = reply.headers[http::header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((100..=120).contains(&retry_after), "{retry_after}");
+
+    // Asked again before that time, crmsync keeps to it without calling the CRM.
+    let before = crm_requests(&env, provider);
+    let again = sync_with(&env, user, provider, "").await;
+    assert_eq!(
+        again.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{:?}",
+        again.body
+    );
+    assert!(again.headers.contains_key(http::header::RETRY_AFTER));
+    assert_eq!(
+        crm_requests(&env, provider),
+        before,
+        "no call before Retry-After"
+    );
+}

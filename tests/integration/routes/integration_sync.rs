@@ -41,12 +41,7 @@ async fn an_integration_sync_pulls_then_pushes_the_waiting_leads() {
     env.sandbox
         .set_faults(sandbox_provider(Provider::FollowUpBoss), Default::default())
         .unwrap();
-    let admin = crmsync_testkit::connect(&env.db.url).await;
-    admin
-        .execute("UPDATE push_deliveries SET next_attempt_at = now()", &[])
-        .await
-        .unwrap();
-
+    // The failed delivery waits in backoff; "sync now" makes it due at once.
     let id = env
         .store
         .integration_by_provider(alice, Provider::FollowUpBoss)

@@ -27,6 +27,13 @@ async fn oauth_start_redirects_to_the_crm_with_pkce_and_sets_the_state_cookie() 
         "{location}"
     );
     assert!(location.contains("state="));
+    // crmsync writes leads to REX: it asks for the write scope too (the sandbox, taking the harsher
+    // reading of REX's undocumented scopes, refuses writes to a token granted `rex.read` only).
+    let scope = crate::support::env::query_param(location.split_once('?').unwrap().1, "scope");
+    assert!(
+        scope.split_whitespace().any(|s| s == "rex.write"),
+        "{scope}"
+    );
     let set_cookie = start.headers[http::header::SET_COOKIE].to_str().unwrap();
     for attr in ["HttpOnly", "Secure", "SameSite=Lax", "Max-Age=600"] {
         assert!(set_cookie.contains(attr), "{set_cookie}");

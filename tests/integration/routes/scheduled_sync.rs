@@ -55,13 +55,21 @@ async fn a_scheduled_run_pulls_every_integration_then_drains_the_outbox() {
         .set_faults(sandbox_provider(Provider::Lofty), Default::default())
         .unwrap();
     let admin = crmsync_testkit::connect(&env.db.url).await;
-    admin
-        .execute(
-            "UPDATE push_deliveries SET next_attempt_at = now() WHERE status = 'pending'",
-            &[],
-        )
+    // The failed delivery waits in backoff (a minute); the user retries it, which makes it due (what
+    // `POST /api/integrations/{id}/deliveries/retry` does, without pushing it here).
+    let lofty = env
+        .store
+        .integration_by_provider(alice, Provider::Lofty)
         .await
+        .unwrap()
         .unwrap();
+    assert_eq!(
+        env.store
+            .make_deliveries_due(alice, lofty.id)
+            .await
+            .unwrap(),
+        1
+    );
 
     let report =
         crmsync_app::schedule::run(env.ctx().await, Instant::now() + Duration::from_secs(120))
