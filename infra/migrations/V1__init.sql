@@ -27,7 +27,13 @@ CREATE FUNCTION crmsync_current_user() RETURNS uuid
     LANGUAGE sql STABLE
     AS $$ SELECT nullif(current_setting('crmsync.user_id', true), '')::uuid $$;
 
-CREATE TABLE contacts (
+-- The dashboard may have its own `contacts` table already (the REX seed's Supabase table: name,
+-- phone_number, email, notes, created_at, updated_at). It is adopted, not replaced: crmsync adds its
+-- columns and constraints and keeps every row (see the block below). Rows that were there have no owner
+-- unless the migration is run with `crmsync.adopt_owner` set to the dashboard user who owns them; a row
+-- without an owner is kept but no user of crmsync sees it. Phones already stored need not be E.164, and
+-- the dashboard may go on writing rows as before.
+CREATE TABLE IF NOT EXISTS contacts (
     id                uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     owner_id          uuid NOT NULL,
     name              text NOT NULL,
@@ -41,6 +47,65 @@ CREATE TABLE contacts (
     updated_at        timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT contacts_owner_phone_key UNIQUE (owner_id, phone_number)
 );
+
+DO $$
+DECLARE
+    id_type text;
+    owner   text := nullif(current_setting('crmsync.adopt_owner', true), '');
+    dup     text;
+BEGIN
+    IF EXISTS (SELECT 1 FROM information_schema.columns
+                WHERE table_schema = current_schema() AND table_name = 'contacts'
+                  AND column_name = 'owner_id') THEN
+        RETURN; -- crmsync's own table (created just above, or adopted before)
+    END IF;
+    SELECT data_type INTO id_type FROM information_schema.columns
+     WHERE table_schema = current_schema() AND table_name = 'contacts' AND column_name = 'id';
+    IF id_type IS NOT NULL AND id_type <> 'uuid' THEN
+        RAISE EXCEPTION 'contacts.id is %, crmsync needs a uuid id to refer to contacts', id_type
+            USING HINT = 'Rename the column (crmsync then adds its own uuid id) and migrate again.';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns
+                    WHERE table_schema = current_schema() AND table_name = 'contacts'
+                      AND column_name = 'phone_number') THEN
+        RAISE EXCEPTION 'contacts has no phone_number column, so crmsync cannot adopt it'
+            USING HINT = 'Rename the table, or its phone column to phone_number, and migrate again.';
+    END IF;
+    IF owner IS NOT NULL THEN
+        SELECT phone_number INTO dup FROM contacts
+         WHERE phone_number IS NOT NULL GROUP BY phone_number HAVING count(*) > 1 LIMIT 1;
+        IF dup IS NOT NULL THEN
+            RAISE EXCEPTION 'contacts has more than one row with the phone number %, and crmsync keeps one row per phone and user', dup
+                USING HINT = 'Merge the duplicate rows, or migrate without ADOPT_CONTACTS_OWNER.';
+        END IF;
+    END IF;
+    IF id_type IS NULL THEN
+        ALTER TABLE contacts ADD COLUMN id uuid NOT NULL DEFAULT gen_random_uuid();
+        IF EXISTS (SELECT 1 FROM pg_constraint
+                    WHERE conrelid = 'contacts'::regclass AND contype = 'p') THEN
+            ALTER TABLE contacts ADD CONSTRAINT contacts_id_key UNIQUE (id);
+        ELSE
+            ALTER TABLE contacts ADD PRIMARY KEY (id);
+        END IF;
+    END IF;
+    ALTER TABLE contacts ADD COLUMN IF NOT EXISTS name text;
+    ALTER TABLE contacts ADD COLUMN IF NOT EXISTS email text;
+    ALTER TABLE contacts ADD COLUMN IF NOT EXISTS notes text;
+    ALTER TABLE contacts ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT now();
+    ALTER TABLE contacts ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
+    ALTER TABLE contacts ADD COLUMN owner_id uuid;
+    ALTER TABLE contacts ADD COLUMN source_provider text
+        CHECK (source_provider IN ('rex', 'followupboss', 'lofty'));
+    ALTER TABLE contacts ADD COLUMN external_id text;
+    ALTER TABLE contacts ADD COLUMN source_updated_at timestamptz;
+    IF owner IS NOT NULL THEN
+        UPDATE contacts SET owner_id = owner::uuid;
+    END IF;
+    -- The dashboard's own writes stay as they were (no owner, phones as typed): crmsync writes only E.164
+    -- phones with an owner, and checks that in its code. One row per user and phone.
+    ALTER TABLE contacts ADD CONSTRAINT contacts_owner_phone_key UNIQUE (owner_id, phone_number);
+END
+$$;
 
 CREATE TABLE crm_integrations (
     id                      uuid PRIMARY KEY DEFAULT gen_random_uuid(),

@@ -208,7 +208,9 @@ impl Store {
         let tx = begin_as(&mut conn, owner).await?;
         let rows = tx
             .query(
-                "SELECT id, owner_id, name, phone_number, email, notes, source_provider, external_id,
+                // An adopted dashboard table may hold rows without a name or phone.
+                "SELECT id, owner_id, coalesce(name, ''), coalesce(phone_number, ''), email, notes,
+                        source_provider, external_id,
                         source_updated_at, crm_deleted_at
                    FROM contacts ORDER BY phone_number",
                 &[],

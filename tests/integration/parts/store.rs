@@ -355,3 +355,133 @@ async fn integrations_store_only_sealed_credentials_and_stay_private() {
 fn hex_of(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The dashboard's own `contacts` table (the REX seed's Supabase table: name, phone_number, email,
+/// notes, created_at, updated_at, a unique phone) with rows in it: the migrations adopt it, keep every
+/// row (phones not in E.164 too), give them to the dashboard user named at migration time, and a sync
+/// then updates the row of a phone it already has instead of adding a second.
+#[tokio::test]
+async fn an_existing_dashboard_contacts_table_is_adopted_with_every_row() {
+    let db = crmsync_testkit::postgres().await.fresh_database().await;
+    let admin = crmsync_testkit::connect(&db.url).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE contacts (
+                 name text, phone_number text UNIQUE, email text, notes text,
+                 created_at timestamptz DEFAULT now(), updated_at timestamptz DEFAULT now());
+             INSERT INTO contacts (name, phone_number, email, notes) VALUES
+                 ('Ann Seed', '+14155550100', 'ann@example.com', 'from the dashboard'),
+                 ('Bob Typed', '0412 345 678', NULL, NULL),
+                 ('Cy Seed', '+14155550101', NULL, 'keep me');",
+        )
+        .await
+        .unwrap();
+    let owner = Uuid::new_v4();
+    let store = crmsync_store::Store::connect(&db.url, 2).unwrap();
+    store.migrate_adopting(Some(owner)).await.unwrap();
+    // Again, as every deploy does: nothing changes.
+    store.migrate().await.unwrap();
+
+    let rows = admin
+        .query(
+            "SELECT name, phone_number, owner_id, notes FROM contacts ORDER BY name",
+            &[],
+        )
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, Option<Uuid>, Option<String>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows.iter().all(|r| r.2 == Some(owner)), "{rows:?}");
+    assert_eq!(
+        rows[1].1, "0412 345 678",
+        "a phone as the dashboard stored it is kept"
+    );
+    // Under Row Level Security, the owner sees them; nobody else does.
+    assert_eq!(store.list_contacts(owner).await.unwrap().len(), 3);
+    assert!(
+        store
+            .list_contacts(Uuid::new_v4())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A sync of a phone the dashboard has updates that row.
+    let integration = integration_of(&store, owner).await;
+    let mut ann = contact("Ann Fromcrm", "+14155550100", Some(Utc::now()));
+    ann.external_id = Some("9".into());
+    store
+        .upsert_contacts(owner, integration, vec![ann])
+        .await
+        .unwrap();
+    let listed = store.list_contacts(owner).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    let ann = listed
+        .iter()
+        .find(|c| c.phone_number == "+14155550100")
+        .unwrap();
+    assert_eq!(ann.name, "Ann Fromcrm");
+    assert_eq!(ann.email.as_deref(), Some("ann fromcrm@example.com"));
+    assert_eq!(
+        ann.notes.as_deref(),
+        Some("from the dashboard"),
+        "no blank over a value"
+    );
+    // The dashboard goes on writing rows its own way (no owner, the phone as typed).
+    admin
+        .execute(
+            "INSERT INTO contacts (name, phone_number) VALUES ('Fay Typed', '0412 000 000')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.list_contacts(owner).await.unwrap().len(), 3);
+}
+
+/// Without an owner at migration time the dashboard's rows are kept and seen by no user; a table whose
+/// `id` crmsync cannot refer to is refused with a sentence saying what to do, and nothing changes.
+#[tokio::test]
+async fn adopting_without_an_owner_keeps_the_rows_and_a_foreign_id_is_refused_clearly() {
+    let db = crmsync_testkit::postgres().await.fresh_database().await;
+    let admin = crmsync_testkit::connect(&db.url).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE contacts (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text,
+                 phone_number text, email text, notes text,
+                 created_at timestamptz DEFAULT now(), updated_at timestamptz DEFAULT now());
+             INSERT INTO contacts (name, phone_number) VALUES ('Dee', '+14155550102');",
+        )
+        .await
+        .unwrap();
+    let store = crmsync_store::Store::connect(&db.url, 2).unwrap();
+    store.migrate().await.unwrap();
+    let kept: i64 = admin
+        .query_one("SELECT count(*) FROM contacts WHERE owner_id IS NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1);
+
+    let db = crmsync_testkit::postgres().await.fresh_database().await;
+    let admin = crmsync_testkit::connect(&db.url).await;
+    admin
+        .batch_execute(
+            "CREATE TABLE contacts (id bigserial PRIMARY KEY, name text, phone_number text);
+             INSERT INTO contacts (name, phone_number) VALUES ('Eve', '+14155550103');",
+        )
+        .await
+        .unwrap();
+    let store = crmsync_store::Store::connect(&db.url, 2).unwrap();
+    let err = store.migrate().await.unwrap_err().to_string();
+    assert!(err.contains("crmsync needs a uuid id"), "{err}");
+    assert!(err.contains("Rename the column"), "{err}");
+    let still: i64 = admin
+        .query_one("SELECT count(*) FROM contacts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(still, 1);
+}
