@@ -17,10 +17,12 @@ use crm_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-const PG_PORT: u16 = 54329;
-const MOTO_PORT: u16 = 5055;
-const SANDBOX_PORT: u16 = 8787;
-const API_PORT: u16 = 9000;
+const PG_PORT: Port = Port("DEV_PG_PORT", 54329);
+const MOTO_PORT: Port = Port("DEV_MOTO_PORT", 5055);
+const SANDBOX_PORT: Port = Port("DEV_SANDBOX_PORT", 8787);
+const API_PORT: Port = Port("DEV_API_PORT", 9000);
+/// How long `cargo lambda watch` waits for a function's answer (`DEV_WATCH_TIMEOUT`, seconds).
+const WATCH_TIMEOUT: Port = Port("DEV_WATCH_TIMEOUT", 120);
 const SECRET_ID: &str = "crmsync/dev";
 const TABLE: &str = "crmsync-dev-rate-limits";
 /// The database of `dev` (kept between runs) and of `demo` (made afresh each run).
@@ -31,11 +33,38 @@ const DEV_USER: &str = "00000000-0000-4000-8000-00000000d3e0";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// A port of the stack: its default, unless the environment variable named here gives another (so a
+/// second stack, or the test of this one, can run beside `make dev`).
+#[derive(Clone, Copy)]
+struct Port(&'static str, u16);
+
+impl Port {
+    fn get(self) -> u16 {
+        std::env::var(self.0)
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(self.1)
+    }
+}
+
+impl std::fmt::Display for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.get())
+    }
+}
+
+/// The clone this stack serves: `CRMSYNC_ROOT` if set, else the nearest directory at or above the
+/// working directory that holds crmsync's workspace (`infra/devstack` and `functions/`). Found at run
+/// time, not compiled in: clones sharing one build cache share this binary.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap_or_else(|_| PathBuf::from("."))
+    if let Some(dir) = std::env::var_os("CRMSYNC_ROOT") {
+        return PathBuf::from(dir);
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    cwd.ancestors()
+        .find(|d| d.join("infra/devstack/Cargo.toml").is_file() && d.join("functions").is_dir())
+        .map(Path::to_path_buf)
+        .unwrap_or(cwd)
 }
 
 /// Prints a step and how long it took.
@@ -166,10 +195,10 @@ async fn aws(endpoint: &str) -> aws_config::SdkConfig {
 /// Fails with a clear sentence if one of the stack's ports is taken (another stack, or a stray process).
 fn check_ports() -> Result<(), Error> {
     for (port, what) in [
-        (PG_PORT, "Postgres"),
-        (MOTO_PORT, "moto"),
-        (SANDBOX_PORT, "the CRM sandbox"),
-        (API_PORT, "the API"),
+        (PG_PORT.get(), "Postgres"),
+        (MOTO_PORT.get(), "moto"),
+        (SANDBOX_PORT.get(), "the CRM sandbox"),
+        (API_PORT.get(), "the API"),
     ] {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Err(format!(
@@ -198,13 +227,13 @@ async fn start_services(
         async {
             Ok(crmsync_testkit::start_postgres_at(
                 &dir.join("pg"),
-                PG_PORT,
+                PG_PORT.get(),
                 true,
             )?)
         },
     )
     .await?;
-    let moto = crmsync_testkit::moto_command("127.0.0.1", MOTO_PORT)
+    let moto = crmsync_testkit::moto_command("127.0.0.1", MOTO_PORT.get())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -251,7 +280,7 @@ async fn start_services(
     step(
         &format!("starting moto on 127.0.0.1:{MOTO_PORT} (table {TABLE}, secret {SECRET_ID})"),
         async {
-            if !crmsync_testkit::wait_for_port(MOTO_PORT, Duration::from_secs(30)) {
+            if !crmsync_testkit::wait_for_port(MOTO_PORT.get(), Duration::from_secs(30)) {
                 return Err("moto_server did not start listening".into());
             }
             let conf = aws(&format!("http://127.0.0.1:{MOTO_PORT}")).await;
@@ -271,7 +300,7 @@ async fn start_services(
     let sandbox = step(
         &format!("starting the CRM sandbox on 127.0.0.1:{SANDBOX_PORT}"),
         async {
-            let listener = tokio::net::TcpListener::bind(("127.0.0.1", SANDBOX_PORT)).await?;
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", SANDBOX_PORT.get())).await?;
             let sandbox = Sandbox::spawn_on(
                 listener,
                 SandboxConfig {
@@ -318,7 +347,7 @@ async fn start_functions(stack: &mut Stack, dir: &Path) -> Result<(), Error> {
         use std::os::unix::process::CommandExt;
         let log = std::fs::File::create(dir.join("watch.log"))?;
         let child = Command::new("cargo")
-            .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &API_PORT.to_string(), "--timeout", "120", "--env-file"])
+            .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &API_PORT.to_string(), "--timeout", &WATCH_TIMEOUT.to_string(), "--env-file"])
             .arg(&env)
             .current_dir(&root)
             .stdin(Stdio::null())
@@ -328,7 +357,7 @@ async fn start_functions(stack: &mut Stack, dir: &Path) -> Result<(), Error> {
             .spawn()
             .map_err(|e| format!("cannot run cargo lambda watch ({e}): install it with `pip install cargo-lambda`"))?;
         stack.watch = Some(child);
-        if !crmsync_testkit::wait_for_port(API_PORT, Duration::from_secs(60)) {
+        if !crmsync_testkit::wait_for_port(API_PORT.get(), Duration::from_secs(60)) {
             return Err("cargo lambda watch did not start listening (see .dev/watch.log)".into());
         }
         Ok(())
@@ -401,15 +430,29 @@ async fn migrate(url: Option<String>) -> Result<(), Error> {
     let url = url
         .or_else(|| std::env::var("DATABASE_URL").ok())
         .ok_or("give the database URL: `crmsync-dev migrate postgres://…` or DATABASE_URL")?;
+    // A dashboard `contacts` table is adopted; its rows go to this user, when given.
+    let owner = match std::env::var("ADOPT_CONTACTS_OWNER") {
+        Ok(v) if !v.trim().is_empty() => Some(
+            v.trim()
+                .parse::<uuid::Uuid>()
+                .map_err(|_| "ADOPT_CONTACTS_OWNER must be the dashboard user's id (a UUID)")?,
+        ),
+        _ => None,
+    };
     step("applying infra/migrations", async {
-        crmsync_store::Store::connect(&url, 1)?.migrate().await?;
+        crmsync_store::Store::connect(&url, 1)?
+            .migrate_adopting(owner)
+            .await?;
         Ok(())
     })
     .await
 }
 
+/// The stack's state (`.dev/` of the clone, or `DEV_DIR`): the Postgres cluster, the dev secret, logs.
 fn dev_dir() -> Result<PathBuf, Error> {
-    let dir = root().join(".dev");
+    let dir = std::env::var_os("DEV_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".dev"));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 mod contacts;
 mod deliveries;
+mod health;
 mod integrations;
 mod outbox;
 mod sync;
@@ -24,6 +25,7 @@ pub mod vault;
 
 pub use contacts::{SourceBatch, StoredContact, UpsertReport};
 pub use deliveries::{DeliveryPage, DeliveryRecord};
+pub use health::Health;
 pub use integrations::{IntegrationPatch, IntegrationRecord, IntegrationView, LockedIntegration};
 pub use outbox::{Accepted, ClaimedDelivery, DeliveryOutcome, Finished, NewLeadEvent, PushLink};
 pub use sync::SyncLease;
@@ -43,10 +45,34 @@ pub enum StoreError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database error: {0}")]
     Db(#[from] tokio_postgres::Error),
-    #[error("migration failed: {0}")]
+    #[error("migration failed: {}", migration_detail(.0))]
     Migration(#[from] refinery::Error),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+}
+
+/// A failed migration, with what Postgres said (its message and hint), which refinery's own text leaves
+/// out.
+fn migration_detail(e: &refinery::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(db) = cause
+            .downcast_ref::<tokio_postgres::Error>()
+            .and_then(tokio_postgres::Error::as_db_error)
+        {
+            text.push_str(": ");
+            text.push_str(db.message());
+            if let Some(hint) = db.hint() {
+                text.push_str(" (");
+                text.push_str(hint);
+                text.push(')');
+            }
+            break;
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A pool of connections to the application database. Cheap to clone; connects lazily.
@@ -96,6 +122,17 @@ impl Store {
 
     /// Applies the migrations of `infra/migrations`, one runner at a time across processes.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrate_adopting(None).await
+    }
+
+    /// [`Store::migrate`], and on a database whose dashboard already has a `contacts` table, gives the
+    /// rows there to `owner` (the dashboard user they belong to) as crmsync adopts the table. Without
+    /// an owner those rows are kept but seen by no user of crmsync.
+    ///
+    /// `V1__init.sql` was changed to adopt such a table (its `CREATE TABLE contacts` became `IF NOT
+    /// EXISTS`, followed by the adoption): a database migrated with the earlier text is not refused for
+    /// that (divergent checksums are not fatal), since for it the change does nothing.
+    pub async fn migrate_adopting(&self, owner: Option<Uuid>) -> Result<(), StoreError> {
         let mut conn = self.pool.get().await?;
         let client: &mut tokio_postgres::Client = &mut conn;
         client
@@ -104,7 +141,20 @@ impl Store {
                 &[],
             )
             .await?;
-        let result = embedded::migrations::runner().run_async(client).await;
+        let owner = owner.map(|o| o.to_string()).unwrap_or_default();
+        client
+            .execute(
+                "SELECT set_config('crmsync.adopt_owner', $1, false)",
+                &[&owner],
+            )
+            .await?;
+        let result = embedded::migrations::runner()
+            .set_abort_divergent(false)
+            .run_async(client)
+            .await;
+        client
+            .execute("SELECT set_config('crmsync.adopt_owner', '', false)", &[])
+            .await?;
         client
             .execute(
                 "SELECT pg_advisory_unlock(hashtext('crmsync:migrations'))",
