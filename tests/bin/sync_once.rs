@@ -1,8 +1,9 @@
 //! `crmsync-sync-once`: one contacts sync, as the `contacts-sync` function runs it, in a process of its
 //! own, so that the crash tests can kill it with SIGKILL at any moment. Everything comes from the
 //! environment a deployed function has (`APP_SECRET_ID`, `RATE_LIMIT_TABLE`, `CRM_SANDBOX_URL`,
-//! `AWS_ENDPOINT_URL`, ...), plus `SYNC_USER` (the caller) and `SYNC_PROVIDER`. Prints the answer as
-//! `{"status": <code>, "body": <json>}` and exits 0.
+//! `AWS_ENDPOINT_URL`, ...), plus `SYNC_USER` (the caller) and `SYNC_PROVIDER`. Prints its metric lines
+//! (CloudWatch Embedded Metric Format), then the answer as `{"status": <code>, "body": <json>}`, and
+//! exits 0.
 
 use serde_json::{Value, json};
 
@@ -21,6 +22,8 @@ async fn main() {
         ))
         .load()
         .await;
+    // Metrics as a function prints them (the EMF test reads them from stdout).
+    crmsync_lambda::metrics::init();
     let app = crmsync_lambda::App::new(settings, &aws).expect("app");
     let token = crmsync_lambda::auth::mint_token(
         &jwt_secret,
@@ -45,5 +48,6 @@ async fn main() {
     let resp = crmsync_lambda::routes::contacts_sync::handle(&app, req).await;
     let (parts, body) = resp.into_parts();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    crmsync_lambda::metrics::flush();
     println!("{}", json!({"status": parts.status.as_u16(), "body": body}));
 }

@@ -191,6 +191,7 @@ pub async fn sync(
                     log(status, &metrics, None)
                 })
                 .await?;
+            crate::metrics::sync_finished(provider, &metrics, false);
             tracing::info!(
                 provider = provider.as_str(), integration = %id, upserted = metrics.upserted,
                 fetched = metrics.total_fetched, skipped = metrics.skipped, deleted = metrics.deleted,
@@ -200,6 +201,7 @@ pub async fn sync(
             Ok(metrics)
         }
         Err((err, metrics)) => {
+            crate::metrics::sync_finished(provider, &metrics, true);
             let entry = log(LogStatus::Failed, &metrics, Some(err.detail()));
             if let Err(e) = ctx.store.insert_sync_log(user, &entry).await {
                 tracing::error!(error = %e, "could not log a failed sync");

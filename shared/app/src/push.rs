@@ -248,6 +248,14 @@ async fn deliver(
             .await
         {
             Ok(Finished::Recorded { paused }) => {
+                crate::metrics::pushed(
+                    claimed.integration.provider,
+                    match outcome {
+                        DeliveryOutcome::Delivered { .. } => crate::metrics::Pushed::Delivered,
+                        DeliveryOutcome::Failed { .. } => crate::metrics::Pushed::Failed,
+                        DeliveryOutcome::Deferred { .. } => crate::metrics::Pushed::Deferred,
+                    },
+                );
                 if paused {
                     tracing::warn!(
                         provider = claimed.integration.provider.as_str(), integration = %claimed.integration.id,
@@ -344,6 +352,7 @@ async fn pace(
     match ctx.buckets.reserve(&key, rate, 1, max_wait).await {
         Ok(wait) => {
             if !wait.is_zero() {
+                crate::metrics::pacing_wait(provider, wait);
                 tokio::time::sleep(wait).await;
             }
             Ok(())

@@ -102,6 +102,12 @@ pub async fn run(ctx: &Context, deadline: Instant) -> Result<RunReport, AppError
     report.pushed = tally.pushed;
     report.push_failed = tally.failed;
     report.push_deferred = tally.deferred;
+    match ctx.store.health().await {
+        Ok(health) => crate::metrics::health(&health),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count the outbox and integrations for metrics")
+        }
+    }
     tracing::info!(?report, "scheduled run finished");
     Ok(report)
 }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod request;
 pub mod routes;
 pub mod webhook;
@@ -23,10 +24,15 @@ where
     Fut: std::future::Future<Output = http::Response> + Send,
 {
     lambda_http::tracing::init_default_subscriber();
+    metrics::init();
     let app: &'static App = Box::leak(Box::new(App::from_env().await?));
-    lambda_http::run(lambda_http::service_fn(move |req| async move {
-        Ok::<_, std::convert::Infallible>(route(app, req).await)
-    }))
+    serve_restarting(move || {
+        lambda_http::run(lambda_http::service_fn(move |req| async move {
+            let response = route(app, req).await;
+            metrics::flush();
+            Ok::<_, std::convert::Infallible>(response)
+        }))
+    })
     .await
 }
 
@@ -42,6 +48,37 @@ where
     R: serde::Serialize,
 {
     lambda_runtime::tracing::init_default_subscriber();
+    metrics::init();
     let app: &'static App = Box::leak(Box::new(App::from_env().await?));
-    lambda_runtime::run(lambda_runtime::service_fn(move |event| route(app, event))).await
+    serve_restarting(move || {
+        lambda_runtime::run(lambda_runtime::service_fn(move |event| async move {
+            let result = route(app, event).await;
+            metrics::flush();
+            result
+        }))
+    })
+    .await
+}
+
+/// Runs the runtime client made by `serve`, and makes a new one when it panics. lambda_runtime panics
+/// (and stops polling for events, so every later request hangs) when the Runtime API answers a poll
+/// without an event: `cargo lambda watch` does so after `--timeout` seconds of idle time. A panic in a
+/// handler is not one of these: lambda_runtime turns it into an error answer itself.
+async fn serve_restarting<S, Fut>(serve: S) -> Result<(), lambda_runtime::Error>
+where
+    S: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), lambda_runtime::Error>>,
+{
+    use futures::FutureExt as _;
+    loop {
+        match std::panic::AssertUnwindSafe(serve()).catch_unwind().await {
+            Ok(result) => return result,
+            Err(_) => {
+                tracing::warn!(
+                    "the Lambda runtime client stopped on an answer without an event; polling again"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
 }

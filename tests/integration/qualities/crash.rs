@@ -33,7 +33,12 @@ impl Rng {
 }
 
 /// Starts one sync of `provider` for `user` in a child process.
-fn spawn_sync(env: &Env, moto: &str, user: Uuid, provider: Provider) -> tokio::process::Child {
+pub(crate) fn spawn_sync(
+    env: &Env,
+    moto: &str,
+    user: Uuid,
+    provider: Provider,
+) -> tokio::process::Child {
     let s = &env.settings;
     tokio::process::Command::new(env!("CARGO_BIN_EXE_crmsync-sync-once"))
         .env_clear()
@@ -75,10 +80,16 @@ async fn refill_sync_limit(env: &Env, user: Uuid) {
         .unwrap();
 }
 
-/// The answer a child printed (waiting without blocking the runtime: the in-process sandbox runs on it).
+/// The answer a child printed last, after its metric lines (waiting without blocking the runtime: the
+/// in-process sandbox runs on it).
 async fn answer(child: tokio::process::Child) -> Value {
     let out = child.wait_with_output().await.unwrap();
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(Value::Null)
 }
 
 /// Kills the sync of `user` `kills` times at random moments, then runs it to the end. Before each run,
