@@ -7,13 +7,18 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/crmsync/target
 export CARGO_TERM_COLOR ?= never
 
 PG_BIN := $(firstword $(wildcard /usr/lib/postgresql/*/bin))
+# The Python tools (moto, cfn-lint, cargo-lambda) live in a virtual environment of the project's own, next
+# to the build cache: stock Debian refuses `pip install` into the system Python (PEP 668). Its bin/ comes
+# first on PATH for every target, so `python3` there is the venv's (the tests start moto with it).
+PY_VENV := $(HOME)/.cache/crmsync/venv
+export PATH := $(PY_VENV)/bin:$(PATH)
 # The SAM CLI: the one on PATH, else the one `deps-python` installs. `sam validate` runs offline with
 # any region and dummy credentials.
 SAM_VENV := $(HOME)/.cache/crmsync/sam-venv
 SAM = $(shell command -v sam 2>/dev/null || echo "$(SAM_VENV)/bin/sam")
 SAM_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x SAM_CLI_TELEMETRY=0
 
-.PHONY: help test soak deps deps-postgres deps-python deps-moto deps-lambda deps-fuzz lint fmt sandbox dev demo migrate bench
+.PHONY: help test soak deps deps-venv deps-postgres deps-python deps-moto deps-lambda deps-fuzz lint fmt sandbox dev demo migrate bench
 
 help:
 	@echo "make demo     run the main job end to end on a local stack (no AWS account, no CRM credentials)"
@@ -26,16 +31,28 @@ help:
 
 ## Dependencies ------------------------------------------------------------------------------------
 
-# moto alone (the local stack needs neither cfn-lint nor the SAM CLI).
-deps-moto:
-	@command -v moto_server >/dev/null 2>&1 || { echo "moto: installing"; python3 -m pip install -q "moto[server]"; }
+# The project's Python virtual environment (python3-venv from apt where Debian lacks it).
+deps-venv:
+	@[ -x "$(PY_VENV)/bin/python3" ] || { \
+		echo "python: creating the virtual environment $(PY_VENV)"; \
+		mkdir -p "$(dir $(PY_VENV))"; \
+		python3 -m venv "$(PY_VENV)" 2>/dev/null || { \
+			rm -rf "$(PY_VENV)"; \
+			echo "python: installing python3-venv from apt"; \
+			{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; } || \
+				{ echo "error: python3 -m venv failed; install python3-venv (apt-get install python3-venv)"; exit 1; }; \
+			python3 -m venv "$(PY_VENV)"; }; }
 
-# cargo-lambda (serves the functions locally), from PyPI, only where it is missing.
-deps-lambda:
-	@command -v cargo-lambda >/dev/null 2>&1 || { echo "cargo-lambda: installing"; python3 -m pip install -q cargo-lambda; }
+# moto alone (the local stack needs neither cfn-lint nor the SAM CLI), in the venv.
+deps-moto: deps-venv
+	@python3 -c "import moto.server" 2>/dev/null || { echo "moto: installing into $(PY_VENV)"; python3 -m pip install -q "moto[server]"; }
+
+# cargo-lambda (serves the functions locally), from PyPI into the venv, only where it is missing.
+deps-lambda: deps-venv
+	@command -v cargo-lambda >/dev/null 2>&1 || { echo "cargo-lambda: installing into $(PY_VENV)"; python3 -m pip install -q cargo-lambda; }
 	@echo "cargo-lambda: found"
 
-deps: deps-postgres deps-python
+deps: deps-postgres deps-python deps-lambda
 
 # Postgres server binaries, from Debian's packages, only where they are missing.
 deps-postgres:
@@ -46,15 +63,13 @@ deps-postgres:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	fi
 
-# moto (AWS emulation), cfn-lint and the SAM CLI, from PyPI, only where they are missing. The SAM CLI
-# pins many packages (botocore among them), so it gets a virtualenv of its own next to the build cache.
-deps-python:
-	@command -v moto_server >/dev/null 2>&1 || { echo "moto: installing"; python3 -m pip install -q "moto[server]"; }
-	@command -v cfn-lint >/dev/null 2>&1 || { echo "cfn-lint: installing"; python3 -m pip install -q cfn-lint; }
+# moto and cfn-lint into the venv, and the SAM CLI into a venv of its own (it pins many packages,
+# botocore among them), only where they are missing.
+deps-python: deps-moto
+	@command -v cfn-lint >/dev/null 2>&1 || { echo "cfn-lint: installing into $(PY_VENV)"; python3 -m pip install -q cfn-lint; }
 	@command -v sam >/dev/null 2>&1 || [ -x "$(SAM_VENV)/bin/sam" ] || { \
 		echo "aws-sam-cli: installing into $(SAM_VENV)"; \
-		{ python3 -m venv "$(SAM_VENV)" && "$(SAM_VENV)/bin/python" -m pip install -q aws-sam-cli; } || \
-		{ rm -rf "$(SAM_VENV)"; python3 -m pip install -q aws-sam-cli; }; }
+		python3 -m venv "$(SAM_VENV)" && "$(SAM_VENV)/bin/python" -m pip install -q aws-sam-cli; }
 	@echo "moto, cfn-lint, sam: found"
 
 ## Checks --------------------------------------------------------------------------------------------
