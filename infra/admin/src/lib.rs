@@ -843,13 +843,7 @@ async fn deliveries_retry(
     ));
     if waiting > 0 {
         text.push_str(&format!(
-            "{} to integrations that are not active: {} until the integration is active again.\n",
-            plural(waiting as u64, "delivery goes", "deliveries go"),
-            if waiting == 1 {
-                "it waits"
-            } else {
-                "they wait"
-            }
+            "Of these, {waiting} wait for an integration that is not active (paused, or needing its credentials again): they go out once it is active.\n"
         ));
     }
     let json = json!({

@@ -4,7 +4,8 @@
 //! made through the functions and the store, as users make it.
 //!
 //! - `keys status` counts the credentials per key; `keys reseal` (dry run, batches, twice) moves every
-//!   one to the current key, and the integrations still pull and push with the current key alone;
+//!   one to the current key, and the integrations still pull and push with the current key alone; a
+//!   reseal waits for a token refresh holding the row and keeps what it wrote;
 //! - `deliveries list` filters across users; `deliveries retry` makes a given-up delivery due with
 //!   fresh attempts, leaves a delivered one alone, and an unknown id changes nothing;
 //! - `integrations list --status` filters across users;
@@ -72,11 +73,20 @@ async fn admin(vars: &[(&str, &str)], args: &[&str]) -> Run {
         .await
         .expect("crmsync-admin ends within a minute")
         .expect("crmsync-admin runs");
-    Run {
+    let run = Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    };
+    // Shown with the test's output when it fails (or with --nocapture).
+    eprintln!(
+        "$ crmsync-admin {} (exit {})\n{}{}",
+        args.join(" "),
+        run.code,
+        run.stdout,
+        run.stderr
+    );
+    run
 }
 
 /// Runs `crmsync-admin --secret-id <the env's secret> args`.
@@ -306,6 +316,60 @@ async fn reseal_moves_every_credential_to_the_current_key_and_they_still_open() 
     }
 }
 
+/// A reseal waits for a credential write under the row lock (a token refresh) and does not overwrite
+/// it: the refreshed credentials, sealed with the current key by the refresh, are what remains.
+#[tokio::test]
+async fn a_reseal_waits_for_a_token_refresh_and_keeps_its_credentials() {
+    let env = Env::start().await;
+    let user = Uuid::new_v4();
+    env.connect(user, Provider::FollowUpBoss).await;
+    let id = integration_id(&env, user, Provider::FollowUpBoss).await;
+    let key_a = env.encryption_key.clone();
+    let key_b = hex_key();
+    set_keys(&env, &key_b, Some(&key_a)).await;
+    let vault = Vault::new(&key_b, Some(&key_a)).unwrap();
+
+    // A refresh holds the row; the reseal (in its own process) waits for it.
+    let refresh = env.store.lock_integration(user, id).await.unwrap().unwrap();
+    let secret_id = env.settings.app_secret_id.clone();
+    let reseal = tokio::spawn(async move {
+        admin(
+            &[],
+            &["--secret-id", &secret_id, "--json", "keys", "reseal"],
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!reseal.is_finished(), "the reseal waits for the row lock");
+    let refreshed = crmsync_store::Credentials::OAuth {
+        access_token: "refreshed-access-token".into(),
+        refresh_token: Some("refreshed-refresh-token".into()),
+        expires_at: None,
+    };
+    let sealed = vault.seal(id, Provider::FollowUpBoss, &refreshed).unwrap();
+    refresh.save_credentials(&sealed, None).await.unwrap();
+
+    let run = reseal.await.unwrap();
+    let report = run.json();
+    assert_eq!(
+        (
+            report["resealed"].as_i64(),
+            report["alreadyCurrent"].as_i64()
+        ),
+        (Some(0), Some(1)),
+        "{report}"
+    );
+    assert_eq!(report["remaining"], 0);
+    let stored = env.store.get_integration(user, id).await.unwrap().unwrap();
+    assert_eq!(stored.sealed, sealed, "the refresh's credentials are kept");
+    let opened = vault
+        .open(id, Provider::FollowUpBoss, &stored.sealed)
+        .unwrap();
+    assert_eq!(opened.credentials, refreshed);
+    assert!(!opened.needs_reseal);
+    assert!(!run.text().contains("refreshed-access-token"));
+}
+
 /// Deliveries and integrations across users: Ann's Follow Up Boss is down until her lead is given
 /// up and the integration paused; Bob's Lofty delivers his. Lists filter by status, user and
 /// integration; a retry by status makes the given-up delivery pending with fresh attempts (it waits
@@ -494,7 +558,10 @@ async fn deliveries_and_integrations_across_users() {
         text.contains("Made 1 delivery due now (1 failed made pending"),
         "{text}"
     );
-    assert!(text.contains("not active"), "{text}");
+    assert!(
+        text.contains("Of these, 1 wait for an integration that is not active"),
+        "{text}"
+    );
     assert!(stored(DeliveryStatus::Failed).await.is_empty());
     let pending = stored(DeliveryStatus::Pending).await;
     assert_eq!(pending.len(), 1);
