@@ -294,7 +294,7 @@ fn one_line(s: &str) -> String {
         .join("; ")
 }
 
-/// Parses `args` (the program name first) and runs the command: what tests call in process.
+/// Parses `args` (the program name first) and runs the command, in process (no printing, no exit).
 pub async fn run_args<I, T>(args: I) -> Result<Output, AdminError>
 where
     I: IntoIterator<Item = T>,

@@ -691,11 +691,18 @@ async fn cursor_reset_makes_the_next_sync_a_full_read() {
     );
 }
 
+/// A bad setting: the environment, the arguments, and how the error line starts.
+type Case = (
+    &'static [(&'static str, &'static str)],
+    &'static [&'static str],
+    &'static str,
+);
+
 /// What cannot work says so in one line, exit code 1, and prints no password: an unreachable
 /// database, a malformed URL, an unknown secret, no database at all, keys missing for `keys`.
 #[tokio::test]
 async fn bad_settings_are_one_clear_line() {
-    let cases: [(&[(&str, &str)], &[&str], &str); 5] = [
+    let cases: [Case; 5] = [
         (
             &[(
                 "DATABASE_URL",
