@@ -46,10 +46,10 @@ pub struct DeliveryPage {
     pub next_before: Option<LogCursor>,
 }
 
-const DELIVERY_COLUMNS: &str = "d.id, d.event_id, e.lead_id, e.event, d.status, d.attempts, \
+pub(crate) const DELIVERY_COLUMNS: &str = "d.id, d.event_id, e.lead_id, e.event, d.status, d.attempts, \
      d.next_attempt_at, d.last_error, d.external_id, d.created_at, d.updated_at";
 
-fn delivery_from_row(row: &tokio_postgres::Row) -> Result<DeliveryRecord, StoreError> {
+pub(crate) fn delivery_from_row(row: &tokio_postgres::Row) -> Result<DeliveryRecord, StoreError> {
     Ok(DeliveryRecord {
         id: row.get(0),
         event_id: row.get(1),

@@ -13,6 +13,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
+mod admin;
 mod contacts;
 mod deliveries;
 mod health;
@@ -23,6 +24,10 @@ mod sync_logs;
 mod tx;
 pub mod vault;
 
+pub use admin::{
+    AdminDelivery, AdminIntegration, CursorReset, DeliveryFilter, KeyCount, Resealed,
+    RetriedDelivery, RetryOutcome,
+};
 pub use contacts::{SourceBatch, StoredContact, UpsertReport};
 pub use deliveries::{DeliveryPage, DeliveryRecord};
 pub use health::Health;

@@ -9,6 +9,10 @@ use crate::sync_logs::{NewSyncLog, insert_log_in};
 use crate::tx::OwnedTx;
 use crate::{Store, StoreError, begin_as};
 
+/// Takes the sync lock of integration `$1` for the transaction, if no one holds it: one boolean.
+pub(crate) const TRY_SYNC_LOCK: &str =
+    "SELECT pg_try_advisory_xact_lock(hashtextextended('crmsync:sync:' || $1::uuid::text, 0))";
+
 /// Held while one sync of an integration runs: a transaction-scoped advisory lock, released on
 /// [`SyncLease::release`], or when the connection closes if the holder dies.
 #[derive(Debug)]
@@ -32,10 +36,7 @@ impl Store {
         let tx = OwnedTx::begin_as(&self.pool, user).await?;
         let got: bool = tx
             .client()?
-            .query_one(
-                "SELECT pg_try_advisory_xact_lock(hashtextextended('crmsync:sync:' || $1::uuid::text, 0))",
-                &[&integration_id],
-            )
+            .query_one(TRY_SYNC_LOCK, &[&integration_id])
             .await?
             .get(0);
         if got {

@@ -176,6 +176,11 @@ impl Vault {
         &self.current.version
     }
 
+    /// The id of the previous key (still accepted for opening), if one is configured.
+    pub fn previous_key_version(&self) -> Option<&str> {
+        self.previous.as_ref().map(|k| k.version.as_str())
+    }
+
     /// The key with id `version`, and whether it is the previous one.
     fn key(&self, version: &str) -> Result<(&VaultKey, bool), VaultError> {
         if version == self.current.version {
@@ -359,6 +364,11 @@ mod tests {
         let sealed_old = old.seal(id, Provider::Rex, &oauth()).unwrap();
 
         let rotated = Vault::new(KEY_B, Some(KEY_A)).unwrap();
+        assert_eq!(
+            rotated.previous_key_version(),
+            Some(old.current_key_version())
+        );
+        assert_eq!(old.previous_key_version(), None);
         let opened = rotated.open(id, Provider::Rex, &sealed_old).unwrap();
         assert_eq!(opened.credentials, oauth());
         assert!(
