@@ -10,19 +10,19 @@ use std::path::{Path, PathBuf};
 use serde_norway::Value;
 
 /// (method, path, function), e.g. ("GET", "/api/integrations/{id}", "integrations").
-type Route = (String, String, String);
+pub(super) type Route = (String, String, String);
 
 const CONTRACT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/contract.md");
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
 
-fn workspace() -> PathBuf {
+pub(super) fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the tests crate sits in the workspace")
         .to_path_buf()
 }
 
-fn read(path: &Path) -> String {
+pub(super) fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
@@ -77,7 +77,7 @@ fn method_paths(cell: &str) -> Vec<(String, String)> {
 }
 
 /// The contract's routes, and every function its routes table names (the scheduled one included).
-fn contract_routes() -> (BTreeSet<Route>, BTreeSet<String>) {
+pub(super) fn contract_routes() -> (BTreeSet<Route>, BTreeSet<String>) {
     let text = contract_text();
     let section = text
         .split("\n## ")
@@ -146,14 +146,14 @@ fn effective<'a>(template: &'a Value, function: &'a Value, key: &str) -> Option<
 }
 
 /// A template function: its binary (crate), its HTTP API routes and its other event types.
-struct TemplateFunction {
+pub(super) struct TemplateFunction {
     logical_id: String,
-    binary: String,
-    routes: Vec<(String, String)>,
+    pub(super) binary: String,
+    pub(super) routes: Vec<(String, String)>,
     other_events: Vec<String>,
 }
 
-fn template() -> (Value, Vec<TemplateFunction>) {
+pub(super) fn template() -> (Value, Vec<TemplateFunction>) {
     let path = workspace().join("template.yaml");
     let template: Value = serde_norway::from_str(&read(&path))
         .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
@@ -215,7 +215,7 @@ fn template() -> (Value, Vec<TemplateFunction>) {
 }
 
 /// `[workspace.metadata.lambda.watch.router]`: path = [{ method, function }, ...].
-fn router_routes() -> BTreeSet<Route> {
+pub(super) fn router_routes() -> BTreeSet<Route> {
     let manifest: toml::Table =
         toml::from_str(&read(&workspace().join("Cargo.toml"))).expect("Cargo.toml is TOML");
     let router = ["workspace", "metadata", "lambda", "watch", "router"]
@@ -283,7 +283,7 @@ fn function_crates() -> BTreeSet<String> {
     crates
 }
 
-fn assert_same<T: Ord + std::fmt::Debug + Clone>(
+pub(super) fn assert_same<T: Ord + std::fmt::Debug + Clone>(
     what: &str,
     (a_name, a): (&str, &BTreeSet<T>),
     (b_name, b): (&str, &BTreeSet<T>),

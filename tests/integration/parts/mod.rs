@@ -1,9 +1,10 @@
 //! Tests of one component against its real backing service (the Postgres store, the DynamoDB
 //! limiter, the Secrets Manager secret), and of the repository's descriptions of the API (the event
-//! files of `events/`, and the contract, `template.yaml` and the local router agreeing).
+//! files of `events/`, and the contract, `openapi.yaml`, `template.yaml` and the local router agreeing).
 
 mod deploy;
 mod events;
 mod limiter;
+mod openapi;
 mod secrets;
 mod store;
