@@ -112,9 +112,38 @@ soak: deps deps-fuzz
 	CARGO_TARGET_DIR="$(FUZZ_TARGET_DIR)" fuzz/run.sh $(FUZZ_SECONDS) "$(SOAK_REPORT)"
 	@echo "soak: figures in $(SOAK_REPORT)"
 
-lint:
+# cargo-deny (deny.toml: bans, licenses, sources, advisories), from crates.io, only where it is missing.
+deps-deny:
+	@command -v cargo-deny >/dev/null 2>&1 || { echo "cargo-deny: installing"; cargo install --locked cargo-deny; }
+	@echo "cargo-deny: found"
+
+# The RustSec advisory database where deny.toml's db-path and db-urls put it (cargo-deny names the folder
+# after the URL). Refreshed by `cargo deny fetch` where GitHub is reachable, or cloned and pulled from
+# ADVISORY_DB_MIRROR (a clone or bare mirror of rustsec/advisory-db) where it is not. The checks run
+# offline; with no copy at all, the advisories are skipped with a warning and the other checks still run.
+ADVISORY_DB := $(HOME)/.cache/crmsync/advisory-dbs/advisory-db-3157b0e258782691
+
+lint: deps-deny
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo deny --locked --offline check --hide-inclusion-graph bans licenses sources
+	@db="$(ADVISORY_DB)"; \
+	if [ -n "$$ADVISORY_DB_MIRROR" ]; then \
+		if [ -d "$$db/.git" ]; then \
+			git -C "$$db" pull --quiet --ff-only "$$ADVISORY_DB_MIRROR" HEAD || echo "advisory-db: cannot pull from $$ADVISORY_DB_MIRROR"; \
+		else \
+			mkdir -p "$$(dirname "$$db")"; \
+			git clone --quiet "$$ADVISORY_DB_MIRROR" "$$db" || { rm -rf "$$db"; echo "advisory-db: cannot clone $$ADVISORY_DB_MIRROR"; }; \
+		fi; \
+	else \
+		timeout 120 cargo deny --locked fetch db >/dev/null 2>&1 || echo "advisory-db: cannot fetch it (no network?)"; \
+	fi; \
+	if [ -d "$$db/.git" ]; then \
+		echo "advisory-db: as of $$(git -C "$$db" log -1 --format=%cs)"; \
+		cargo deny --locked --offline check advisories; \
+	else \
+		echo "WARNING: no RustSec advisory database (set ADVISORY_DB_MIRROR, or allow GitHub): advisories NOT checked"; \
+	fi
 
 fmt:
 	cargo fmt --all

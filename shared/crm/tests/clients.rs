@@ -891,6 +891,64 @@ async fn a_429_with_retry_after_is_waited_out() {
 }
 
 #[tokio::test]
+async fn a_retry_after_http_date_is_waited_out_and_a_past_one_means_now() {
+    let env = Env::start().await;
+    let in_ten = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(10));
+    Mock::given(method("GET"))
+        .and(path("/lofty/v1.0/leads"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", in_ten.as_str()))
+        .up_to_n_times(1)
+        .mount(&env.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/lofty/v1.0/leads"))
+        .respond_with(ok_json(json!({"leads": []})))
+        .mount(&env.server)
+        .await;
+    env.lofty().verify_credentials().await.unwrap();
+    let waits = env.waits.all();
+    // The date has whole seconds: 9 to 10 s from now.
+    assert!(
+        waits.len() == 1
+            && waits[0] > Duration::from_secs(8)
+            && waits[0] <= Duration::from_secs(10),
+        "{waits:?}"
+    );
+    assert_eq!(env.requests().await.len(), 2);
+
+    // A date already past: retry at once, no wait.
+    let past = httpdate::fmt_http_date(SystemTime::now() - Duration::from_secs(60));
+    Mock::given(method("GET"))
+        .and(path("/lofty/v1.0/leads"))
+        .and(header("authorization", "token second-key"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", past.as_str()))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&env.server)
+        .await;
+    env.client(Provider::Lofty, CrmAuth::ApiKey("second-key".into()))
+        .verify_credentials()
+        .await
+        .unwrap();
+    assert_eq!(env.waits.all().len(), 1, "{:?}", env.waits.all());
+    assert_eq!(env.requests().await.len(), 4);
+
+    // A date further than we wait: rate limited at once, the wait capped at 15 minutes.
+    let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(2 * 3600));
+    Mock::given(method("POST"))
+        .and(path("/fub/v1/events"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", later.as_str()))
+        .expect(1)
+        .mount(&env.server)
+        .await;
+    let err = env.fub().create(&jane()).await.unwrap_err();
+    assert!(
+        matches!(err, CrmError::RateLimited { retry_after } if retry_after == Duration::from_secs(900)),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_retry_after_longer_than_we_wait_is_rate_limited_at_once() {
     let env = Env::start().await;
     Mock::given(method("POST"))

@@ -10,19 +10,19 @@ use std::path::{Path, PathBuf};
 use serde_norway::Value;
 
 /// (method, path, function), e.g. ("GET", "/api/integrations/{id}", "integrations").
-type Route = (String, String, String);
+pub(super) type Route = (String, String, String);
 
 const CONTRACT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/contract.md");
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
 
-fn workspace() -> PathBuf {
+pub(super) fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the tests crate sits in the workspace")
         .to_path_buf()
 }
 
-fn read(path: &Path) -> String {
+pub(super) fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
@@ -77,7 +77,7 @@ fn method_paths(cell: &str) -> Vec<(String, String)> {
 }
 
 /// The contract's routes, and every function its routes table names (the scheduled one included).
-fn contract_routes() -> (BTreeSet<Route>, BTreeSet<String>) {
+pub(super) fn contract_routes() -> (BTreeSet<Route>, BTreeSet<String>) {
     let text = contract_text();
     let section = text
         .split("\n## ")
@@ -146,14 +146,14 @@ fn effective<'a>(template: &'a Value, function: &'a Value, key: &str) -> Option<
 }
 
 /// A template function: its binary (crate), its HTTP API routes and its other event types.
-struct TemplateFunction {
+pub(super) struct TemplateFunction {
     logical_id: String,
-    binary: String,
-    routes: Vec<(String, String)>,
+    pub(super) binary: String,
+    pub(super) routes: Vec<(String, String)>,
     other_events: Vec<String>,
 }
 
-fn template() -> (Value, Vec<TemplateFunction>) {
+pub(super) fn template() -> (Value, Vec<TemplateFunction>) {
     let path = workspace().join("template.yaml");
     let template: Value = serde_norway::from_str(&read(&path))
         .unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()));
@@ -215,7 +215,7 @@ fn template() -> (Value, Vec<TemplateFunction>) {
 }
 
 /// `[workspace.metadata.lambda.watch.router]`: path = [{ method, function }, ...].
-fn router_routes() -> BTreeSet<Route> {
+pub(super) fn router_routes() -> BTreeSet<Route> {
     let manifest: toml::Table =
         toml::from_str(&read(&workspace().join("Cargo.toml"))).expect("Cargo.toml is TOML");
     let router = ["workspace", "metadata", "lambda", "watch", "router"]
@@ -283,7 +283,7 @@ fn function_crates() -> BTreeSet<String> {
     crates
 }
 
-fn assert_same<T: Ord + std::fmt::Debug + Clone>(
+pub(super) fn assert_same<T: Ord + std::fmt::Debug + Clone>(
     what: &str,
     (a_name, a): (&str, &BTreeSet<T>),
     (b_name, b): (&str, &BTreeSet<T>),
@@ -393,4 +393,115 @@ fn every_function_crate_is_in_the_template_and_the_contract() {
             );
         }
     }
+}
+
+/// The repository's files: what git tracks, else every file outside `.git`, `target` and `.dev`.
+fn repository_files(root: &Path) -> Vec<PathBuf> {
+    let tracked = std::process::Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success() && !o.stdout.is_empty());
+    if let Some(out) = tracked {
+        return out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| root.join(String::from_utf8_lossy(p).as_ref()))
+            .collect();
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if [".git", "target", ".dev"].iter().any(|n| name == *n) {
+                continue;
+            }
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// `base` joined with a relative path, `..` and `.` resolved without touching the disk.
+fn lexical_join(base: &Path, relative: &str) -> PathBuf {
+    let mut out = base.to_path_buf();
+    for part in relative.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            part => out.push(part),
+        }
+    }
+    out
+}
+
+/// The project began next to an outer folder `shared/` (its documents and seed data, in `docs/` and
+/// `seeds/` there) that a clone of the repository does not have: nothing may point at it. A relative
+/// path through `../` is fine when it lands inside the repository (fuzz/Cargo.toml names the crates of
+/// `shared/` that way).
+#[test]
+fn no_file_refers_to_the_folder_outside_the_repository() {
+    let root = workspace();
+    // Spelled in pieces, so this file does not name what it looks for.
+    let outer: Vec<String> = ["docs", "seeds"]
+        .iter()
+        .map(|d| format!("shared/{d}"))
+        .collect();
+    let up = format!("..{}", "/");
+    let mut offences = Vec::new();
+    let files = repository_files(&root);
+    assert!(files.len() > 50, "found only {} files", files.len());
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue; // not text
+        };
+        let shown = file
+            .strip_prefix(&root)
+            .unwrap_or(&file)
+            .display()
+            .to_string();
+        let dir = file.parent().unwrap_or(&root);
+        for (n, line) in text.lines().enumerate() {
+            if outer.iter().any(|o| line.contains(o.as_str())) {
+                offences.push(format!("{shown}:{}: {line}", n + 1));
+                continue;
+            }
+            // Every `../…/shared/<name>` resolves inside the repository, to something that exists.
+            let mut rest = line;
+            while let Some(at) = rest.find(&format!("{up}shared/")) {
+                let mut start = at;
+                while rest[..start].ends_with(&up) {
+                    start -= up.len();
+                }
+                let tail = &rest[start..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || "./_-".contains(c)))
+                    .unwrap_or(tail.len());
+                let relative = tail[..end].trim_end_matches(['.', '/']);
+                let target = lexical_join(dir, relative);
+                if !target.starts_with(&root) || !target.exists() {
+                    offences.push(format!(
+                        "{shown}:{}: `{relative}` is outside the repository",
+                        n + 1
+                    ));
+                }
+                rest = &rest[at + up.len()..];
+            }
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "files refer to the folder outside the repository (a clone has no such folder):\n{}",
+        offences.join("\n")
+    );
 }

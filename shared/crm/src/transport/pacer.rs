@@ -162,9 +162,23 @@ fn until_reset(reset: f64, wall: SystemTime) -> Duration {
     seconds((at - now).max(0.0))
 }
 
-/// The `Retry-After` of a response, in seconds (HTTP dates are not used by these CRMs).
+/// The `Retry-After` of a response: delay-seconds or an HTTP-date (RFC 9110, 10.2.3), the wait capped
+/// as every other; a date already past means now.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    header(headers, "retry-after").and_then(number).map(seconds)
+    retry_after_at(headers, SystemTime::now())
+}
+
+fn retry_after_at(headers: &HeaderMap, wall: SystemTime) -> Option<Duration> {
+    let raw = header(headers, "retry-after")?;
+    if let Some(secs) = number(raw) {
+        return Some(seconds(secs));
+    }
+    let at = httpdate::parse_http_date(raw).ok()?;
+    Some(
+        at.duration_since(wall)
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_PACE),
+    )
 }
 
 #[cfg(test)]
@@ -289,6 +303,34 @@ mod tests {
             Some(Duration::from_secs(7))
         );
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
+    }
+
+    #[test]
+    fn retry_after_takes_an_http_date() {
+        // Sun, 06 Nov 1994 08:49:37 GMT, the example date of RFC 9110.
+        let wall = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let at = |v: &str| retry_after_at(&headers(&[("retry-after", v)]), wall);
+        assert_eq!(
+            at("Sun, 06 Nov 1994 08:50:07 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        // The obsolete forms RFC 9110 still asks recipients to accept.
+        assert_eq!(
+            at("Sunday, 06-Nov-94 08:50:07 GMT"),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            at("Sun Nov  6 08:50:07 1994"),
+            Some(Duration::from_secs(30))
+        );
+        // A date past (or now) means retry now.
+        assert_eq!(at("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO));
+        assert_eq!(at("Sat, 05 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
+        // Capped as delay-seconds are.
+        assert_eq!(at("Mon, 07 Nov 1994 08:49:37 GMT"), Some(MAX_PACE));
+        assert_eq!(at("86400"), Some(MAX_PACE));
+        assert_eq!(at("Sun, 06 Nov 1994 25:00:00 GMT"), None);
+        assert_eq!(at("-5"), None);
     }
 
     #[test]

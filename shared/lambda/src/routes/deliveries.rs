@@ -101,7 +101,7 @@ fn status(req: &lambda_http::Request) -> Result<Option<DeliveryStatus>, ApiError
         .map(|raw| {
             raw.parse::<DeliveryStatus>().map_err(|_| {
                 ApiError::bad_request(
-                    "`status` must be one of pending, failed, delivered or skipped.",
+                    "`status` must be one of pending, failed, delivered, skipped or superseded.",
                 )
             })
         })
