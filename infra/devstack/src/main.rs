@@ -324,19 +324,23 @@ async fn start_services(
 
 /// Builds every function (so the first request does not wait for a compile), then starts
 /// `cargo lambda watch` serving them at the API paths of Cargo.toml's router.
+///
+/// Each function is built on its own, as `cargo lambda watch` builds it (`--bin <function>`): built
+/// together, cargo unifies their dependencies' features differently, and the watch would build every
+/// function a second time on its first request.
 async fn start_functions(stack: &mut Stack, dir: &Path) -> Result<(), Error> {
     let root = root();
     step(
         "building the functions (the first build takes a few minutes)",
         async {
-            let mut build = Command::new("cargo");
-            build.arg("build").current_dir(&root);
             for f in functions(&root)? {
-                build.args(["-p", &f]);
-            }
-            let status = build.status()?;
-            if !status.success() {
-                return Err("building the functions failed".into());
+                let status = Command::new("cargo")
+                    .args(["build", "--bin", &f])
+                    .current_dir(&root)
+                    .status()?;
+                if !status.success() {
+                    return Err(format!("building the function {f} failed").into());
+                }
             }
             Ok(())
         },
