@@ -33,10 +33,8 @@ pub const RECORD: [&str; 6] = ["record", "-q", "-F", "499", "--call-graph", "dwa
 /// What a frame's code does, if the frame says.
 fn category(symbol: &str) -> Option<&'static str> {
     let has = |needles: &[&str]| needles.iter().any(|n| symbol.contains(n));
-    if has(&["phonenumber::", "regex_cache::"]) {
-        Some(
-            "phone numbers: parsing and validation (`phonenumber`, its cached regular expressions)",
-        )
+    if has(&["rlibphonenumber::", "phonenumber::", "regex_cache::"]) {
+        Some("phone numbers: parsing and validation (`rlibphonenumber`, its regular expressions)")
     } else if has(&["serde_json::"]) {
         Some("JSON: parsing the pages, building and dropping `serde_json::Value`s")
     } else if has(&[

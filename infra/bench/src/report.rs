@@ -532,10 +532,8 @@ fn pull_section(s: &mut String, r: &Results, f: &Figures) {
          appends, and cannot upsert.\n\
          2. *Reading and mapping overlap the writes but not each other* ({reading:.2} s together): the reader \
          maps a page before it asks for the next. Phone numbers are the largest CPU cost of the function \
-         ({} of its samples): `phonenumber` validates each number with regular expressions kept in one \
-         LRU cache of 100, behind one mutex, keyed by their pattern text; each use locks the mutex and \
-         hashes the pattern text (the SipHash at the top of the self-time list), and expressions evicted \
-         or renewed are compiled again (the DFA building after it).\n\
+         ({} of its samples): `rlibphonenumber` reads and validates each number with the regular \
+         expressions of libphonenumber's metadata (compiled once each, on first use).\n\
          3. *This machine has {} cores for everything.* The sync's process, the sandbox and Postgres used \
          {cpu_total:.2} s of CPU together, so no sync could take less than {cpu_floor:.2} s here \
          ({:.2} × COPY's rate) without also using less CPU.\n\
@@ -702,9 +700,9 @@ fn memory_section(s: &mut String, r: &Results, f: &Figures) {
         "About 13 MiB of each figure is the executable's own pages. The rest grows slowly with the \
          length of the sync (sampled every 2 s during a sync of 1,000,000, the anonymous memory rises \
          from 24 to 34 MiB, more slowly as it goes). Part of it was the lazy DFAs of the regular \
-         expressions `phonenumber` keeps for the life of the process, which grow with the variety of \
-         numbers seen; `shared/domain/src/phone.rs` now renews that cache every 50,000 numbers (a sync \
-         of 1,000,000 peaked at 47.0 MiB before, 43.0 MiB after). The allocator is not the cause: \
+         expressions the phone parser keeps for the life of the process, which grow with the variety of \
+         numbers seen (with `phonenumber`, before `rlibphonenumber`, a sync of 1,000,000 peaked at \
+         47.0 MiB without renewing its cache, 43.0 MiB renewing it every 50,000 numbers). The allocator is not the cause: \
          `MALLOC_ARENA_MAX=2` and a fixed `MALLOC_MMAP_THRESHOLD_` changed the peak by less than 1 MiB. \
          The rest is not yet accounted for; what the sync holds is bounded as above.\n"
     );

@@ -50,7 +50,7 @@ fn inputs(only: Option<usize>) -> Vec<(String, Region, usize)> {
                 Region::AU,
             ),
             6 => (
-                format!("(0{}) {} {}", 2 + (a % 4) * 1, d(a >> 10, 4), d(a >> 20, 4)),
+                format!("(0{}) {} {}", 2 + a % 4, d(a >> 10, 4), d(a >> 20, 4)),
                 Region::AU,
             ),
             7 => (format!("+614{}", d(a, 8)), Region::AU),
@@ -68,7 +68,7 @@ fn inputs(only: Option<usize>) -> Vec<(String, Region, usize)> {
                 format!("{}-{} x{}", 200 + a % 800, d(a >> 10, 7), a % 1000),
                 Region::US,
             ),
-            13 => (format!("{}", d(a, 5 + (a % 7) as usize)), Region::AU),
+            13 => (d(a, 5 + (a % 7) as usize), Region::AU),
             14 => (format!("call {}", d(a, 6)), Region::US),
             _ => (format!("+{}", d(a, 6 + (a % 10) as usize)), Region::US),
         };

@@ -3,64 +3,43 @@
 use std::fmt;
 use std::str::FromStr;
 
-use phonenumber::country::Id;
+use rlibphonenumber::{PHONE_NUMBER_UTIL, ParseError, PhoneNumberFormat};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Longest raw input handed to the phone parser. Real numbers with formatting and an extension
 /// fit easily; longer strings are junk (and keep the parser's work bounded).
 const MAX_RAW_LEN: usize = 64;
 
-/// Numbers parsed between two renewals of `phonenumber`'s regular expressions.
-///
-/// `phonenumber` keeps its compiled expressions for the life of the process, and each one's lazy DFA
-/// grows (up to megabytes) with the variety of numbers it has seen: a sync of a million contacts
-/// grew the function's heap by 10 MiB, most of it there (docs/BENCHMARKS.md, section 3). Renewing
-/// the cache drops them; the next numbers compile the few they need again (milliseconds, once per
-/// this many numbers).
-const REGEX_RENEWAL: u64 = 50_000;
-
-/// Counts parses, and every [`REGEX_RENEWAL`] replaces `phonenumber`'s regex cache (shared by all
-/// its compiled expressions, which look themselves up in it by pattern) with an empty one of the
-/// same capacity (100, as `phonenumber` makes it).
-fn renew_regexes_now_and_then() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PARSED: AtomicU64 = AtomicU64::new(0);
-    if PARSED.fetch_add(1, Ordering::Relaxed) % REGEX_RENEWAL == REGEX_RENEWAL - 1
-        && let Ok(mut cache) = phonenumber::metadata::DATABASE.cache().lock()
-    {
-        *cache = regex_cache::RegexCache::new(100);
-    }
-}
-
 /// The region used to read numbers written without a country code (`"(415) 555-0123"` is a US
-/// number only if the default region is US). ISO 3166-1 alpha-2; defaults to US.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Region(Id);
+/// number only if the default region is US). ISO 3166-1 alpha-2, one the phone-number metadata
+/// knows; defaults to US.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Region([u8; 2]);
 
 impl Region {
-    pub const US: Region = Region(Id::US);
-    pub const AU: Region = Region(Id::AU);
-    pub const GB: Region = Region(Id::GB);
-    pub const CA: Region = Region(Id::CA);
-    pub const NZ: Region = Region(Id::NZ);
+    pub const US: Region = Region(*b"US");
+    pub const AU: Region = Region(*b"AU");
+    pub const GB: Region = Region(*b"GB");
+    pub const CA: Region = Region(*b"CA");
+    pub const NZ: Region = Region(*b"NZ");
 
-    pub const fn new(id: Id) -> Self {
-        Region(id)
+    /// The parser's region (two upper-case ASCII letters make one, always).
+    fn id(self) -> rlibphonenumber::Region {
+        rlibphonenumber::Region::from_code(self.as_str()).unwrap_or(rlibphonenumber::Region::US)
     }
 
-    pub fn id(self) -> Id {
-        self.0
+    /// The metadata's geographic region, if `id` is one (not the non-geographic `001`).
+    fn from_id(id: rlibphonenumber::Region) -> Option<Region> {
+        match id.as_region_str().as_bytes() {
+            &[a, b] => Some(Region([a, b])),
+            _ => None,
+        }
     }
 
     /// The two-letter code, upper case (`"US"`).
     pub fn as_str(&self) -> &str {
-        self.0.as_ref()
-    }
-}
-
-impl From<Id> for Region {
-    fn from(id: Id) -> Self {
-        Region(id)
+        // Built only from two ASCII letters.
+        std::str::from_utf8(&self.0).unwrap_or("")
     }
 }
 
@@ -73,6 +52,12 @@ impl Default for Region {
 impl fmt::Display for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Region").field(&self.as_str()).finish()
     }
 }
 
@@ -92,9 +77,13 @@ impl FromStr for Region {
         if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_alphabetic()) {
             return Err(UnknownRegion(crate::json::shorten(s, 20)));
         }
-        Id::from_str(&code.to_ascii_uppercase())
-            .map(Region)
-            .map_err(|_| UnknownRegion(code.to_owned()))
+        let upper = code.to_ascii_uppercase();
+        let region = Region([upper.as_bytes()[0], upper.as_bytes()[1]]);
+        // The parser names every pair of letters; only those its metadata has are regions.
+        match PHONE_NUMBER_UTIL.get_country_code_for_region(region.id()) {
+            Some(_) => Ok(region),
+            None => Err(UnknownRegion(code.to_owned())),
+        }
     }
 }
 
@@ -118,6 +107,16 @@ pub enum PhoneError {
     Empty,
     #[error("invalid phone number: {0}")]
     Invalid(String),
+}
+
+/// A fixed sentence for a parser error (never the input).
+fn parse_error_reason(e: &ParseError) -> &'static str {
+    match e {
+        ParseError::InvalidCountryCode => "invalid country code",
+        ParseError::NotANumber(_) => "not a phone number",
+        ParseError::TooShortAfterIdd | ParseError::TooShortNsn => "too short",
+        ParseError::TooLongNsn => "too long",
+    }
 }
 
 /// A valid phone number in E.164 (`"+14155550123"`). The only ways to build one are
@@ -153,27 +152,19 @@ impl PhoneNumber {
         if s.chars().any(char::is_control) {
             return Err(PhoneError::Invalid("control characters".into()));
         }
-        // The parser has had panics on malformed input in the past (rust-phonenumber #32, #43,
-        // both fixed); input from CRMs is untrusted, so a panic there must not take down a sync.
-        // A number written with its country code is read with no default region: the parser strips
-        // the default region's national prefix even after a country code (with US, +49 151 2345 6789
-        // became +495123456789, another number, and +33 1…, +44 121…, +86 138… were refused).
-        let international = s
-            .strip_prefix("tel:")
-            .unwrap_or(s)
-            .trim_start()
-            .starts_with('+');
-        let region = (!international).then_some(default_region.0);
-        renew_regexes_now_and_then();
+        // Input from CRMs is untrusted: a panic in the parser (it panics on what it considers a bug
+        // of its own) must not take down a sync. A number written with its country code is read as
+        // such whatever the default region (tested below: `phonenumber`, used before, did not).
         let parsed = std::panic::catch_unwind(|| {
-            let number =
-                phonenumber::parse(region, s).map_err(|e| PhoneError::Invalid(e.to_string()))?;
-            if !phonenumber::is_valid(&number) {
+            let number = PHONE_NUMBER_UTIL
+                .parse(s, Some(default_region.id()))
+                .map_err(|e| PhoneError::Invalid(parse_error_reason(&e).into()))?;
+            if !number.is_valid() {
                 return Err(PhoneError::Invalid(
                     "not a valid number for its region".into(),
                 ));
             }
-            Ok(format!("+{}{}", number.code().value(), number.national()))
+            Ok(number.format_as(PhoneNumberFormat::E164).into_owned())
         })
         .unwrap_or_else(|_| Err(PhoneError::Invalid("unparseable".into())))?;
         Ok(PhoneNumber(parsed))
@@ -214,10 +205,14 @@ impl PhoneNumber {
     /// The region the number belongs to (`+1415…` is US, `+61…` is AU), when the metadata
     /// names one; non-geographic numbers have none.
     pub fn region(&self) -> Option<Region> {
-        std::panic::catch_unwind(|| phonenumber::parse(None, &self.0).ok()?.country().id())
-            .ok()
-            .flatten()
-            .map(Region)
+        std::panic::catch_unwind(|| {
+            rlibphonenumber::PhoneNumber::parse(&self.0, None)
+                .ok()?
+                .get_region_code()
+        })
+        .ok()
+        .flatten()
+        .and_then(Region::from_id)
     }
 
     /// The written forms a person may have typed this number in, in a CRM whose numbers without a
@@ -232,21 +227,16 @@ impl PhoneNumber {
     /// 3. the INTERNATIONAL format, `+61 412 345 678`, `+1 415-555-0142`;
     /// 4. the international digits without `+`, `61412345678`.
     ///
-    /// The formats are `phonenumber`'s (libphonenumber's metadata). A number the metadata cannot
-    /// format gives its E.164 and international digits only.
+    /// The formats are libphonenumber's (its metadata). A number the parser cannot read back
+    /// gives its E.164 and international digits only.
     pub fn typed_forms(&self, region: Region) -> Vec<String> {
-        use std::fmt::Write;
         let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
-        let format = |number: &phonenumber::PhoneNumber, mode| {
-            // `to_string` would panic on a format the metadata lacks (`fmt::Error`).
-            let mut out = String::new();
-            write!(out, "{}", number.format().mode(mode)).ok()?;
-            Some(out)
-        };
         let (international, national) = std::panic::catch_unwind(|| {
-            let number = phonenumber::parse(None, &self.0).ok()?;
-            let international = format(&number, phonenumber::Mode::International)?;
-            let national = format(&number, phonenumber::Mode::National)
+            let number = rlibphonenumber::PhoneNumber::parse(&self.0, None).ok()?;
+            let international = number
+                .format_as(PhoneNumberFormat::International)
+                .into_owned();
+            let national = Some(number.format_as(PhoneNumberFormat::National).into_owned())
                 .filter(|n| PhoneNumber::parse(n, region).is_ok_and(|p| p == *self));
             Some((international, national))
         })
@@ -359,6 +349,34 @@ mod tests {
         // An explicit country code wins over the default region.
         assert_eq!(au("+1 415 555 0123").as_deref(), Ok("+14155550123"));
         assert_eq!(us("+44 20 7946 0958").as_deref(), Ok("+442079460958"));
+    }
+
+    /// The Australian mobile range +61 496 (allocated after the metadata of `phonenumber` 0.3.10, which
+    /// refused these numbers) is valid in every written form.
+    #[test]
+    fn au_mobiles_in_the_496_range_are_valid() {
+        for raw in [
+            "+61 496 123 456",
+            "0496 123 456",
+            "0496123456",
+            "+61496123456",
+        ] {
+            assert_eq!(au(raw).as_deref(), Ok("+61496123456"), "{raw}");
+        }
+        assert_eq!(us("+61 496 123 456").as_deref(), Ok("+61496123456"));
+        let p = PhoneNumber::from_e164("+61496123456").unwrap();
+        assert_eq!(p.region(), Some(Region::AU));
+        assert!(p.matches("0496 123 456"));
+        assert_eq!(
+            p.typed_forms(Region::AU),
+            [
+                "+61496123456",
+                "0496 123 456",
+                "0496123456",
+                "+61 496 123 456",
+                "61496123456"
+            ]
+        );
     }
 
     /// A number written with its country code is the same number whatever the default region. Before
@@ -592,8 +610,8 @@ mod tests {
             Region::US,
             Region::AU,
             Region::GB,
-            Region::new(Id::CH),
-            Region::new(Id::IT),
+            "CH".parse().unwrap(),
+            "IT".parse().unwrap(),
         ];
         for _ in 0..20_000 {
             let len = (next() % 24) as usize;
@@ -607,7 +625,7 @@ mod tests {
             }
         }
         // Known historical panic inputs of the parser.
-        let _ = PhoneNumber::parse("003-836-4618x3001", Region::new(Id::CH));
+        let _ = PhoneNumber::parse("003-836-4618x3001", "CH".parse().unwrap());
         let _ = PhoneNumber::parse("  2 22#:", Region::US);
     }
 }
