@@ -559,7 +559,7 @@ async fn write_time_of_a_100k_sync() {
         .collect();
     let cursor = serde_json::json!({"v": 1});
 
-    let mut sync = async |rows: &[crmsync_domain::Contact], seen: Option<_>| {
+    let sync = async |rows: &[crmsync_domain::Contact], seen: Option<_>| {
         let started = Instant::now();
         let mut upserted = 0;
         for page in rows.chunks(BATCH) {
