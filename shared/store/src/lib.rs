@@ -48,7 +48,9 @@ mod embedded {
 pub enum StoreError {
     #[error("the database URL is invalid: {0}")]
     BadUrl(String),
-    #[error("cannot get a database connection: {0}")]
+    /// With the causes (a TLS certificate refused, a server that does not speak TLS, a refused
+    /// login): tokio-postgres's own message leaves them out. None of them quotes the URL.
+    #[error("cannot get a database connection: {}", with_causes(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database error: {0}")]
     Db(#[from] tokio_postgres::Error),
@@ -61,6 +63,20 @@ pub enum StoreError {
          pgbouncer=true): use the database's direct URL (Supabase: port 5432 of db.<project>.supabase.co)"
     )]
     MigrateThroughPooler,
+}
+
+/// An error's message followed by those of its causes that it does not already include.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = e.source();
+    }
+    text
 }
 
 /// A pool of connections to the application database. Cheap to clone; connects lazily.
