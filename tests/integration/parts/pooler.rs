@@ -34,7 +34,9 @@ async fn concurrent_store_work_shares_a_few_server_connections() {
     let owners: Vec<Uuid> = (0..12).map(|_| Uuid::new_v4()).collect();
 
     // Twelve users at once, three rounds each: integration, upserts (the typed, unnamed statements),
-    // reads under Row Level Security, the sync lease, the row lock of a token refresh.
+    // reads under Row Level Security, the row lock of a token refresh. Each holds at most one
+    // transaction at a time: a client holding one while it waits for another could wait for ever
+    // once every server connection is held (see the README's "Database connections").
     let work = owners.iter().enumerate().map(|(i, &owner)| {
         let store = store.clone();
         async move {
@@ -54,20 +56,6 @@ async fn concurrent_store_work_shares_a_few_server_connections() {
                     .await
                     .unwrap();
                 assert_eq!(store.list_contacts(owner).await.unwrap().len(), 20);
-                let lease = store
-                    .try_lock_sync(owner, integration)
-                    .await
-                    .unwrap()
-                    .expect("nobody else syncs this integration");
-                assert!(
-                    store
-                        .try_lock_sync(owner, integration)
-                        .await
-                        .unwrap()
-                        .is_none(),
-                    "the lease holds through the pooler"
-                );
-                lease.release().await.unwrap();
                 let locked = store
                     .lock_integration(owner, integration)
                     .await
@@ -76,9 +64,33 @@ async fn concurrent_store_work_shares_a_few_server_connections() {
                 locked.release().await.unwrap();
                 assert_eq!(store.integration_views(owner).await.unwrap().len(), 1);
             }
+            integration
         }
     });
-    futures::future::join_all(work).await;
+    let integrations = futures::future::join_all(work).await;
+
+    // A sync's lease is a transaction held open, so it keeps one server connection while the sync
+    // runs; it still excludes a second sync, and the other server connections keep serving.
+    let (owner, integration) = (owners[0], integrations[0]);
+    let lease = store
+        .try_lock_sync(owner, integration)
+        .await
+        .unwrap()
+        .expect("nobody else syncs this integration");
+    let others = owners[1..].iter().zip(&integrations[1..]).map(|(&o, &i)| {
+        let store = store.clone();
+        async move {
+            assert!(
+                store.try_lock_sync(owner, integration).await.unwrap().is_none(),
+                "the lease holds through the pooler"
+            );
+            let other = store.try_lock_sync(o, i).await.unwrap().expect("free");
+            other.release().await.unwrap();
+        }
+    });
+    futures::future::join_all(others).await;
+    lease.release().await.unwrap();
+    assert!(store.try_lock_sync(owner, integration).await.unwrap().is_some());
 
     // The scheduled run's queries across users, outside a transaction.
     assert_eq!(store.active_integrations_all().await.unwrap().len(), 12);
