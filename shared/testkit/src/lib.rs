@@ -86,7 +86,9 @@ pub fn pooled_suite() -> bool {
     match std::env::var("CRMSYNC_TEST_POOLER").ok().as_deref() {
         None | Some("") | Some("none") => false,
         Some("pgbouncer") => true,
-        Some(other) => panic!("CRMSYNC_TEST_POOLER is `{other}`: use `pgbouncer` or leave it unset"),
+        Some(other) => {
+            panic!("CRMSYNC_TEST_POOLER is `{other}`: use `pgbouncer` or leave it unset")
+        }
     }
 }
 
@@ -386,7 +388,8 @@ pub fn start_tls_postgres(cert_chain_pem: &str, key_pem: &str) -> Result<PgServe
     ));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
-    std::fs::write(&cert, cert_chain_pem).map_err(|e| format!("cannot write the certificate: {e}"))?;
+    std::fs::write(&cert, cert_chain_pem)
+        .map_err(|e| format!("cannot write the certificate: {e}"))?;
     std::fs::write(&key, key_pem).map_err(|e| format!("cannot write the key: {e}"))?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -528,7 +531,11 @@ fn start_pgbouncer(pg_port: u16) -> Result<PgBouncer, String> {
             .spawn()
             .map_err(|e| format!("cannot run pgbouncer: {e}; {INSTALL_PGBOUNCER}"))?;
         // runuser passes signals on to PgBouncer.
-        watchdog(&format!("kill {} 2>/dev/null; sleep 1; rm -rf '{}'", child.id(), dir.display()));
+        watchdog(&format!(
+            "kill {} 2>/dev/null; sleep 1; rm -rf '{}'",
+            child.id(),
+            dir.display()
+        ));
         if wait_for_port(port, Duration::from_secs(10)) {
             std::mem::forget(child);
             return Ok(PgBouncer { port, pg_port });

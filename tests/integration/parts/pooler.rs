@@ -81,7 +81,11 @@ async fn concurrent_store_work_shares_a_few_server_connections() {
         let store = store.clone();
         async move {
             assert!(
-                store.try_lock_sync(owner, integration).await.unwrap().is_none(),
+                store
+                    .try_lock_sync(owner, integration)
+                    .await
+                    .unwrap()
+                    .is_none(),
                 "the lease holds through the pooler"
             );
             let other = store.try_lock_sync(o, i).await.unwrap().expect("free");
@@ -90,7 +94,13 @@ async fn concurrent_store_work_shares_a_few_server_connections() {
     });
     futures::future::join_all(others).await;
     lease.release().await.unwrap();
-    assert!(store.try_lock_sync(owner, integration).await.unwrap().is_some());
+    assert!(
+        store
+            .try_lock_sync(owner, integration)
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     // The scheduled run's queries across users, outside a transaction.
     assert_eq!(store.active_integrations_all().await.unwrap().len(), 12);

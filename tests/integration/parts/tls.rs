@@ -94,7 +94,11 @@ async fn verify_full_connects_with_the_servers_ca_and_name() {
     let pg = server().await;
     let ca = format!("sslrootcert={}", pg.ca_file.display());
     assert_eq!(
-        tls_of(&pg.url("localhost", &format!("sslmode=verify-full&{ca}")), &none()).await,
+        tls_of(
+            &pg.url("localhost", &format!("sslmode=verify-full&{ca}")),
+            &none()
+        )
+        .await,
         Ok(true)
     );
     // The CA from the secret (PEM), and no sslmode: verify-full all the same.
@@ -116,20 +120,31 @@ async fn verify_full_refuses_a_name_the_certificate_lacks_where_verify_ca_connec
     let pg = server().await;
     let ca = format!("sslrootcert={}", pg.ca_file.display());
     // The certificate names `localhost` only, not the address 127.0.0.1.
-    let err = tls_of(&pg.url("127.0.0.1", &format!("sslmode=verify-full&{ca}")), &none())
-        .await
-        .unwrap_err();
+    let err = tls_of(
+        &pg.url("127.0.0.1", &format!("sslmode=verify-full&{ca}")),
+        &none(),
+    )
+    .await
+    .unwrap_err();
     assert!(
         err.contains("not valid for the host `127.0.0.1`") && err.contains("verify-ca"),
         "{err}"
     );
     assert_eq!(
-        tls_of(&pg.url("127.0.0.1", &format!("sslmode=verify-ca&{ca}")), &none()).await,
+        tls_of(
+            &pg.url("127.0.0.1", &format!("sslmode=verify-ca&{ca}")),
+            &none()
+        )
+        .await,
         Ok(true)
     );
     // libpq: `require` with a root certificate checks the chain, not the name.
     assert_eq!(
-        tls_of(&pg.url("127.0.0.1", &format!("sslmode=require&{ca}")), &none()).await,
+        tls_of(
+            &pg.url("127.0.0.1", &format!("sslmode=require&{ca}")),
+            &none()
+        )
+        .await,
         Ok(true)
     );
 }
@@ -139,9 +154,12 @@ async fn a_ca_that_did_not_sign_the_certificate_is_refused() {
     let pg = server().await;
     let other = format!("sslrootcert={}", pg.other_ca_file.display());
     for mode in ["verify-ca", "verify-full", "require"] {
-        let err = tls_of(&pg.url("localhost", &format!("sslmode={mode}&{other}")), &none())
-            .await
-            .unwrap_err();
+        let err = tls_of(
+            &pg.url("localhost", &format!("sslmode={mode}&{other}")),
+            &none(),
+        )
+        .await
+        .unwrap_err();
         assert!(
             err.contains("not signed by a CA of the sslrootcert file")
                 && err.contains("database_ca_pem"),
