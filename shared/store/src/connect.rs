@@ -176,13 +176,25 @@ impl DbUrl {
         options: &ConnectOptions,
     ) -> Result<rustls::ClientConfig, StoreError> {
         let mode = self.effective_mode();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        if mode == SslMode::Disable {
+            // No TLS: the CA settings are not read (as libpq), only a configuration to satisfy the
+            // connector, which tokio-postgres never calls.
+            return Ok(
+                rustls::ClientConfig::builder_with_provider(provider.clone())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| StoreError::BadUrl(format!("TLS set-up failed: {e}")))?
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(NoCheck(provider)))
+                    .with_no_client_auth(),
+            );
+        }
         if self.root_cert == Some(RootCert::System) && mode != SslMode::VerifyFull {
             return Err(StoreError::BadUrl(format!(
                 "sslrootcert=system needs sslmode=verify-full (as libpq), not {}",
                 mode.as_str()
             )));
         }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut given: Vec<CertificateDer<'static>> = Vec::new();
         let mut names: Vec<&str> = Vec::new();
         let mut system = false;
@@ -569,5 +581,11 @@ mod tests {
             "{err}"
         );
         assert!(DbUrl::parse("host='h' password='x y'").is_err());
+
+        // `disable` reads no CA (as libpq).
+        DbUrl::parse("postgres://h/db?sslmode=disable&sslrootcert=/nonexistent/ca.pem")
+            .unwrap()
+            .tls_config(&ConnectOptions::default())
+            .unwrap();
     }
 }

@@ -448,9 +448,11 @@ impl PgBouncer {
     }
 }
 
-/// Server connections PgBouncer keeps per database: fewer than the tests' clients, so that their
-/// transactions take turns on shared server connections, as behind Supabase's pooler or RDS Proxy.
-pub const PGBOUNCER_POOL_SIZE: usize = 3;
+/// Server connections PgBouncer keeps per database: fewer than the tests' clients (8), so that their
+/// transactions take turns on shared server connections, as behind Supabase's pooler or RDS Proxy;
+/// more than the scheduled run's 4 pulls, each of which holds one for its sync lease while it runs
+/// (with 3, the writes of 3 pulls at once wait for ever: see the README's "Database connections").
+pub const PGBOUNCER_POOL_SIZE: usize = 6;
 
 static PGBOUNCER: OnceCell<PgBouncer> = OnceCell::const_new();
 
