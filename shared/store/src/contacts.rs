@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use crmsync_domain::{Contact, Provider};
+use tokio_postgres::types::Type;
 use uuid::Uuid;
 
 use crate::{Store, StoreError, begin_as};
@@ -290,44 +291,53 @@ pub(crate) async fn write_sources_in(
             updated.push(c.updated_at);
         }
         let provider_name = provider_str(provider);
-        let stmt = tx.prepare_cached(INSERT_CONTACTS).await?;
+        // Unnamed statements with their types given (`query_typed`): one round trip, and nothing
+        // prepared that could outlive the transaction on a pooled server connection.
         for row in tx
-            .query(
-                &stmt,
+            .query_typed(
+                INSERT_CONTACTS,
                 &[
-                    &owner,
-                    &provider_name,
-                    &exts,
-                    &phones,
-                    &names,
-                    &emails,
-                    &notes,
-                    &updated,
+                    (&owner, Type::UUID),
+                    (&provider_name, Type::TEXT),
+                    (&exts, Type::TEXT_ARRAY),
+                    (&phones, Type::TEXT_ARRAY),
+                    (&names, Type::TEXT_ARRAY),
+                    (&emails, Type::TEXT_ARRAY),
+                    (&notes, Type::TEXT_ARRAY),
+                    (&updated, Type::TIMESTAMPTZ_ARRAY),
                 ],
             )
             .await?
         {
             inserted.insert(row.get(0));
         }
-        let stmt = tx.prepare_cached(MOVED_FROM).await?;
-        for row in tx.query(&stmt, &[&integration_id, &exts, &phones]).await? {
+        for row in tx
+            .query_typed(
+                MOVED_FROM,
+                &[
+                    (&integration_id, Type::UUID),
+                    (&exts, Type::TEXT_ARRAY),
+                    (&phones, Type::TEXT_ARRAY),
+                ],
+            )
+            .await?
+        {
             concerned.insert(row.get(0));
         }
-        let stmt = tx.prepare_cached(UPSERT_SOURCES).await?;
         let rows = tx
-            .query(
-                &stmt,
+            .query_typed(
+                UPSERT_SOURCES,
                 &[
-                    &owner,
-                    &integration_id,
-                    &provider_name,
-                    &exts,
-                    &phones,
-                    &names,
-                    &emails,
-                    &notes,
-                    &updated,
-                    &seen_at,
+                    (&owner, Type::UUID),
+                    (&integration_id, Type::UUID),
+                    (&provider_name, Type::TEXT),
+                    (&exts, Type::TEXT_ARRAY),
+                    (&phones, Type::TEXT_ARRAY),
+                    (&names, Type::TEXT_ARRAY),
+                    (&emails, Type::TEXT_ARRAY),
+                    (&notes, Type::TEXT_ARRAY),
+                    (&updated, Type::TIMESTAMPTZ_ARRAY),
+                    (&seen_at, Type::TIMESTAMPTZ),
                 ],
             )
             .await?;
@@ -343,8 +353,12 @@ pub(crate) async fn write_sources_in(
     }
 
     if !gone.is_empty() {
-        let stmt = tx.prepare_cached(MARK_GONE).await?;
-        let rows = tx.query(&stmt, &[&integration_id, &gone]).await?;
+        let rows = tx
+            .query_typed(
+                MARK_GONE,
+                &[(&integration_id, Type::UUID), (&gone, Type::TEXT_ARRAY)],
+            )
+            .await?;
         report.deleted = rows.len() as u64;
         concerned.extend(rows.iter().map(|r| r.get::<_, Uuid>(0)));
     }
@@ -377,8 +391,9 @@ async fn recompute_in(
         return Ok(HashSet::new());
     }
     let ids: Vec<Uuid> = ids.iter().copied().collect();
-    let stmt = tx.prepare_cached(RECOMPUTE).await?;
-    let rows = tx.query(&stmt, &[&ids]).await?;
+    let rows = tx
+        .query_typed(RECOMPUTE, &[(&ids, Type::UUID_ARRAY)])
+        .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
