@@ -184,6 +184,6 @@ dev: deps-postgres deps-moto deps-lambda
 demo: deps-postgres deps-moto deps-lambda
 	PATH="$(PATH):$(PG_BIN)" cargo run --locked -p crmsync-devstack -- demo
 
-# Applies infra/migrations to a deployed database: make migrate DATABASE_URL='postgres://…?sslmode=require'
+# Applies infra/migrations to a deployed database: make migrate DATABASE_URL='postgres://…:5432/postgres?sslmode=verify-full&sslrootcert=ca.pem' (the direct connection)
 migrate:
 	cargo run --locked -p crmsync-devstack -- migrate
