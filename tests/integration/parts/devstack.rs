@@ -98,10 +98,10 @@ async fn make_dev_answers_after_idling_past_the_watch_timeout() {
         let mut tx = Some(tx);
         for line in BufReader::new(stdout).lines() {
             let line = line.unwrap_or_default();
-            if let Some(rest) = line.split("Authorization: Bearer ").nth(1) {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(Ok(rest.split('\'').next().unwrap_or_default().to_owned()));
-                }
+            if let Some(rest) = line.split("Authorization: Bearer ").nth(1)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(Ok(rest.split('\'').next().unwrap_or_default().to_owned()));
             }
             printed.push(line);
         }

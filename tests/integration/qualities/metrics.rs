@@ -137,10 +137,11 @@ fn check_emf(doc: &Value) -> Result<Vec<Extracted>, String> {
                     Some(u.to_owned())
                 }
             };
-            if let Some(r) = m.get("StorageResolution") {
-                if r != 1 && r != 60 {
-                    return Err(format!("StorageResolution {r} is not 1 or 60"));
-                }
+            if let Some(r) = m.get("StorageResolution")
+                && r != 1
+                && r != 60
+            {
+                return Err(format!("StorageResolution {r} is not 1 or 60"));
             }
             // The value: a number, or an array of at most 100 numbers, at the root.
             let values = match root.get(name) {
