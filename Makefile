@@ -23,7 +23,7 @@ SAM_OFFLINE := AWS_DEFAULT_REGION=us-east-1 AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCES
 help:
 	@echo "make demo     run the main job end to end on a local stack (no AWS account, no CRM credentials)"
 	@echo "make dev      run the local stack (Postgres, moto, CRM sandbox, every function) until Ctrl-C"
-	@echo "make test     install test dependencies (moto, cfn-lint, SAM CLI, Postgres) and run every test"
+	@echo "make test     install test dependencies (moto, cfn-lint, SAM CLI, Postgres, PgBouncer) and run every test"
 	@echo "make soak     the long reliability runs: crash loops, the full push fault matrix, every fuzz target"
 	@echo "make lint     rustfmt and clippy, warnings denied"
 	@echo "make sandbox  run the CRM sandbox (REX, Follow Up Boss, Lofty) on 127.0.0.1:8787"
@@ -54,13 +54,19 @@ deps-lambda: deps-venv
 
 deps: deps-postgres deps-python deps-lambda
 
-# Postgres server binaries, from Debian's packages, only where they are missing.
+# Postgres server binaries and PgBouncer (the pooler tests), from Debian's packages, where missing.
 deps-postgres:
 	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 		echo "postgres: found"; \
 	else \
 		echo "postgres: installing from apt"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
+	@if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then \
+		echo "pgbouncer: found"; \
+	else \
+		echo "pgbouncer: installing from apt"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; \
 	fi
 
 # moto and cfn-lint into the venv, and the SAM CLI into a venv of its own (it pins many packages,
@@ -178,6 +184,6 @@ dev: deps-postgres deps-moto deps-lambda
 demo: deps-postgres deps-moto deps-lambda
 	PATH="$(PATH):$(PG_BIN)" cargo run --locked -p crmsync-devstack -- demo
 
-# Applies infra/migrations to a deployed database: make migrate DATABASE_URL='postgres://…?sslmode=require'
+# Applies infra/migrations to a deployed database: make migrate DATABASE_URL='postgres://…:5432/postgres?sslmode=verify-full&sslrootcert=ca.pem' (the direct connection)
 migrate:
 	cargo run --locked -p crmsync-devstack -- migrate

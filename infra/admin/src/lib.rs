@@ -361,6 +361,8 @@ struct AdminSecrets {
     encryption_key: Option<String>,
     #[serde(default)]
     encryption_key_previous: Option<String>,
+    #[serde(default)]
+    database_ca_pem: Option<String>,
 }
 
 impl FromSecret for AdminSecrets {
@@ -381,6 +383,8 @@ struct Config {
     database_url: String,
     encryption_key: Option<String>,
     encryption_key_previous: Option<String>,
+    /// The database's CA certificates (PEM), from the secret's `database_ca_pem`.
+    database_ca_pem: Option<String>,
     /// Where the values came from, for error messages.
     origin: &'static str,
 }
@@ -414,6 +418,7 @@ impl Config {
                 .or_else(|| from_secret(|s| &s.encryption_key)),
             encryption_key_previous: non_empty(source.encryption_key_previous.as_ref())
                 .or_else(|| from_secret(|s| &s.encryption_key_previous)),
+            database_ca_pem: from_secret(|s| &s.database_ca_pem),
             origin: if secret_id.is_some() {
                 "the secret"
             } else {
@@ -424,7 +429,10 @@ impl Config {
 
     /// A store on the database, checked to answer and to hold crmsync's tables.
     async fn store(&self) -> Result<Store, AdminError> {
-        let store = Store::connect(&self.database_url, 2)?;
+        let options = crmsync_store::ConnectOptions {
+            ca_pem: self.database_ca_pem.clone(),
+        };
+        let store = Store::connect_with(&self.database_url, 2, &options)?;
         match tokio::time::timeout(CONNECT_TIMEOUT, store.check_schema()).await {
             Ok(Ok(())) => Ok(store),
             Ok(Err(e)) => Err(AdminError::Config(format!(
@@ -480,6 +488,7 @@ async fn fetch_secret(id: &str) -> Result<AdminSecrets, AdminError> {
         database_url: secrets.database_url.clone(),
         encryption_key: secrets.encryption_key.clone(),
         encryption_key_previous: secrets.encryption_key_previous.clone(),
+        database_ca_pem: secrets.database_ca_pem.clone(),
     })
 }
 

@@ -15,8 +15,14 @@ use serde::Serialize;
 
 use crate::{AppError, Context, pull, push};
 
-/// Pulls running at once.
+/// Pulls running at once (at most; see [`pull_concurrency`]).
 pub const PULL_CONCURRENCY: usize = 4;
+
+/// Pulls to run at once with `store`'s connections: each pull holds its lease's connection for as
+/// long as it runs, so at least one must stay free for the pulls' writes, or they would all wait.
+pub fn pull_concurrency(store: &crmsync_store::Store) -> usize {
+    PULL_CONCURRENCY.min(store.max_connections().saturating_sub(1).max(1))
+}
 /// Share of the run's time given to pulls; the rest drains the outbox.
 const PULL_SHARE: f64 = 0.7;
 
@@ -76,7 +82,7 @@ pub async fn run(ctx: &Context, deadline: Instant) -> Result<RunReport, AppError
             })
         })
         .collect();
-    let mut pulls = futures::stream::iter(pulls).buffer_unordered(PULL_CONCURRENCY);
+    let mut pulls = futures::stream::iter(pulls).buffer_unordered(pull_concurrency(&ctx.store));
     while let Some((integration, result)) = pulls.next().await {
         match result {
             Ok(metrics) => {

@@ -79,6 +79,10 @@ impl Settings {
 #[derive(Clone, Deserialize)]
 pub struct AppSecrets {
     pub database_url: String,
+    /// Optional: the CA certificates (PEM) that sign the database's certificate (the RDS global bundle,
+    /// Supabase's CA), for `sslmode=verify-full` (the default) or `verify-ca`. Adds to `sslrootcert`.
+    #[serde(default)]
+    pub database_ca_pem: Option<String>,
     pub jwt_secret: String,
     /// 64 hex characters.
     pub encryption_key: String,
@@ -125,6 +129,17 @@ impl FromSecret for AppSecrets {
             && !is_key(prev)
         {
             return Err("encryption_key_previous must be 64 hexadecimal characters".into());
+        }
+        if let Some(pem) = secrets
+            .database_ca_pem
+            .as_deref()
+            .filter(|p| !p.trim().is_empty())
+            && !pem.contains("-----BEGIN CERTIFICATE-----")
+        {
+            return Err(
+                "database_ca_pem must hold PEM certificates (-----BEGIN CERTIFICATE----- blocks)"
+                    .into(),
+            );
         }
         if secrets.jwt_secret.len() < 32 {
             return Err("jwt_secret must be at least 32 characters".into());
@@ -212,6 +227,18 @@ mod tests {
             err.contains("encryption_key") && !err.contains("abcd"),
             "{err}"
         );
+        assert_eq!(s.database_ca_pem, None);
+        let mut with_ca: serde_json::Value = serde_json::from_str(&json).unwrap();
+        with_ca["database_ca_pem"] =
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into();
+        let s = AppSecrets::from_json("id", &with_ca.to_string()).unwrap();
+        assert!(s.database_ca_pem.unwrap().starts_with("-----BEGIN"));
+        with_ca["database_ca_pem"] = "/etc/ssl/rds.pem".into();
+        let err = AppSecrets::from_json("id", &with_ca.to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database_ca_pem"), "{err}");
+
         let missing = serde_json::json!({"jwt_secret": "x"}).to_string();
         assert!(
             AppSecrets::from_json("id", &missing)

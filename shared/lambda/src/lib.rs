@@ -37,7 +37,7 @@ where
 }
 
 /// Runs a function on events other than HTTP (the EventBridge schedule): logging set up for Lambda, the
-/// [`App`] built once, every event to `route`.
+/// [`App`] built once (with the scheduled run's database connections), every event to `route`.
 pub async fn run_event<F, Fut, R>(route: F) -> Result<(), lambda_runtime::Error>
 where
     F: Fn(&'static App, lambda_runtime::LambdaEvent<serde_json::Value>) -> Fut
@@ -49,7 +49,9 @@ where
 {
     lambda_runtime::tracing::init_default_subscriber();
     metrics::init();
-    let app: &'static App = Box::leak(Box::new(App::from_env().await?));
+    let mut app = App::from_env().await?;
+    app.db_pool_size = wiring::SCHEDULED_DB_POOL_SIZE;
+    let app: &'static App = Box::leak(Box::new(app));
     serve_restarting(move || {
         lambda_runtime::run(lambda_runtime::service_fn(move |event| async move {
             let result = route(app, event).await;

@@ -15,15 +15,24 @@ use crmsync_app::{Context, Crms};
 use crmsync_aws::sdk::{Deferred, dynamo_client};
 use crmsync_aws::{Rate, RateLimiter};
 use crmsync_crm::{CrmConfig, CrmHttp};
-use crmsync_store::{Store, Vault};
+use crmsync_store::{ConnectOptions, Store, Vault};
 use tokio::sync::OnceCell;
 
 use crate::auth::{Caller, JwtVerifier};
 use crate::config::{AppSecrets, ConfigError, SecretsProvider, Settings};
 use crate::error::ApiError;
 
-/// Connections per process: one request at a time per Lambda, plus the scheduled sync's parallelism.
-const DB_POOL_SIZE: usize = 8;
+/// Database connections per instance of an HTTP function. Lambda gives an instance one event at a
+/// time; within one, a pull holds its sync lease's connection while its writer commits pages on a
+/// second (and an OAuth refresh locks the integration's row on one), so two keep every request moving.
+/// Through a transaction-mode pooler (Supabase's 6543, RDS Proxy) they cost the database nothing while
+/// idle.
+pub const DB_POOL_SIZE: usize = 2;
+
+/// Database connections of the scheduled run's instance: its concurrent pulls each hold a lease's
+/// connection, and one more lets their writers through (`crmsync_app::schedule` never runs more pulls
+/// at once than the pool leaves room for).
+pub const SCHEDULED_DB_POOL_SIZE: usize = crmsync_app::schedule::PULL_CONCURRENCY + 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -51,6 +60,9 @@ pub struct App {
     pub push_backoff: Duration,
     /// See `crmsync_app::Settings::create_settle`.
     pub create_settle: Duration,
+    /// Database connections of this instance ([`DB_POOL_SIZE`]; the scheduled run's
+    /// [`SCHEDULED_DB_POOL_SIZE`]). Read when the store is made, on the first event that needs it.
+    pub db_pool_size: usize,
     secrets: Deferred<SecretsProvider>,
     ready: OnceCell<Ready>,
 }
@@ -105,6 +117,7 @@ impl App {
             http,
             push_backoff: crmsync_app::Settings::default().push_backoff,
             create_settle: crmsync_app::Settings::default().create_settle,
+            db_pool_size: DB_POOL_SIZE,
             secrets,
             ready: OnceCell::new(),
         })
@@ -116,7 +129,10 @@ impl App {
         self.ready
             .get_or_try_init(|| async {
                 let secrets = self.secrets.get().await.map_err(ApiError::internal)?;
-                let store = Store::connect(&secrets.database_url, DB_POOL_SIZE)
+                let options = ConnectOptions {
+                    ca_pem: secrets.database_ca_pem.clone(),
+                };
+                let store = Store::connect_with(&secrets.database_url, self.db_pool_size, &options)
                     .map_err(ApiError::internal)?;
                 let vault = Vault::new(
                     &secrets.encryption_key,

@@ -344,8 +344,12 @@ pub(crate) async fn write_sources_in(
     }
 
     if !gone.is_empty() {
-        let stmt = tx.prepare_cached(MARK_GONE).await?;
-        let rows = tx.query(&stmt, &[&integration_id, &gone]).await?;
+        let rows = tx
+            .query_typed(
+                MARK_GONE,
+                &[(&integration_id, Type::UUID), (&gone, Type::TEXT_ARRAY)],
+            )
+            .await?;
         report.deleted = rows.len() as u64;
         concerned.extend(rows.iter().map(|r| r.get::<_, Uuid>(0)));
     }
@@ -378,8 +382,9 @@ async fn recompute_in(
         return Ok(HashSet::new());
     }
     let ids: Vec<Uuid> = ids.iter().copied().collect();
-    let stmt = tx.prepare_cached(RECOMPUTE).await?;
-    let rows = tx.query(&stmt, &[&ids]).await?;
+    let rows = tx
+        .query_typed(RECOMPUTE, &[(&ids, Type::UUID_ARRAY)])
+        .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 

@@ -361,8 +361,9 @@ impl Store {
     /// which works across users. Runs as the table owner (Row Level Security does not apply).
     pub async fn active_integrations_all(&self) -> Result<Vec<IntegrationRecord>, StoreError> {
         let conn = self.pool.get().await?;
+        // Outside a transaction: one unnamed statement (safe through a transaction-mode pooler).
         let rows = conn
-            .query(
+            .query_typed(
                 &format!(
                     "SELECT {INTEGRATION_COLUMNS} FROM crm_integrations WHERE status = 'active'
                       ORDER BY last_sync_at NULLS FIRST, id"

@@ -1,19 +1,27 @@
-//! The Postgres store of crmsync on tokio-postgres (TLS through rustls when the URL asks for it, as
-//! Supabase does): the migrations of `infra/migrations`, the queries of each table (`contacts`,
+//! The Postgres store of crmsync on tokio-postgres (TLS through rustls, with libpq's `sslmode` and
+//! `sslrootcert`: see [`connect`]): the migrations of `infra/migrations`, the queries of each table (`contacts`,
 //! `crm_integrations`, `crm_sync_logs`, the push outbox), and the credential [`vault`].
 //!
 //! Every user-facing operation runs in a transaction that switches to the role `crmsync_app` and sets
 //! `crmsync.user_id`, so Row Level Security, not only our `WHERE` clauses, keeps users apart. The few
 //! operations of the scheduled run that work across users say so.
+//!
+//! Every statement with parameters runs inside an explicit transaction (or, unnamed, through
+//! `query_typed`), and no session state outlives a transaction (advisory locks and settings are
+//! transaction-scoped): so the store works through a transaction-mode pooler (PgBouncer, Supabase's
+//! pooler on port 6543, RDS Proxy), where consecutive transactions of one client may run on different
+//! server connections. tokio-postgres's named statements are prepared and closed within the
+//! transaction that uses them; none is cached across transactions. [`Store::migrate`] is the
+//! exception: it needs a direct (session) connection.
 
 use std::str::FromStr;
-use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
 mod admin;
+pub mod connect;
 mod contacts;
 mod deliveries;
 mod health;
@@ -28,6 +36,7 @@ pub use admin::{
     AdminDelivery, AdminIntegration, CursorReset, DeliveryFilter, KeyCount, Resealed,
     RetriedDelivery, RetryOutcome,
 };
+pub use connect::{ConnectOptions, SslMode};
 pub use contacts::{SourceBatch, StoredContact, UpsertReport};
 pub use deliveries::{DeliveryPage, DeliveryRecord};
 pub use health::Health;
@@ -46,7 +55,9 @@ mod embedded {
 pub enum StoreError {
     #[error("the database URL is invalid: {0}")]
     BadUrl(String),
-    #[error("cannot get a database connection: {0}")]
+    /// With the causes (a TLS certificate refused, a server that does not speak TLS, a refused
+    /// login): tokio-postgres's own message leaves them out. None of them quotes the URL.
+    #[error("cannot get a database connection: {}", with_causes(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database error: {0}")]
     Db(#[from] tokio_postgres::Error),
@@ -54,6 +65,25 @@ pub enum StoreError {
     Migration(#[from] refinery::Error),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    #[error(
+        "migrations need a direct (session) connection, not a transaction-mode pooler (the URL says \
+         pgbouncer=true): use the database's direct URL (Supabase: port 5432 of db.<project>.supabase.co)"
+    )]
+    MigrateThroughPooler,
+}
+
+/// An error's message followed by those of its causes that it does not already include.
+fn with_causes(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = e.source();
+    }
+    text
 }
 
 /// A failed migration, with what Postgres said (its message and hint), which refinery's own text leaves
@@ -84,6 +114,8 @@ fn migration_detail(e: &refinery::Error) -> String {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: Pool,
+    /// The URL says `pgbouncer=true`: a transaction-mode pooler.
+    pooler: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -95,21 +127,25 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// A pool for `database_url` (a `postgres://` URL; `sslmode=require` uses TLS with the web PKI
-    /// roots). No connection is made until the first query.
+    /// A pool for `database_url` (a `postgres://` URL, or libpq's `key=value` form), with the TLS of
+    /// its `sslmode` (see [`connect`]; `verify-full` when it has none). No connection is made until
+    /// the first query.
     pub fn connect(database_url: &str, max_connections: usize) -> Result<Self, StoreError> {
-        let config = tokio_postgres::Config::from_str(database_url)
+        Self::connect_with(database_url, max_connections, &ConnectOptions::default())
+    }
+
+    /// As [`Store::connect`], with a CA bundle from elsewhere than the URL (the secret).
+    pub fn connect_with(
+        database_url: &str,
+        max_connections: usize,
+        options: &ConnectOptions,
+    ) -> Result<Self, StoreError> {
+        let url = connect::DbUrl::parse(database_url)?;
+        let mut config = tokio_postgres::Config::from_str(&url.rest)
             // tokio-postgres's parse errors do not echo the URL (or its password).
             .map_err(|e| StoreError::BadUrl(e.to_string()))?;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let tls_config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| StoreError::BadUrl(format!("TLS set-up failed: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        config.ssl_mode(url.tokio_mode());
+        let tls_config = url.tls_config(options)?;
         let manager = Manager::from_config(
             config,
             MakeRustlsConnect::new(tls_config),
@@ -122,10 +158,32 @@ impl Store {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::BadUrl(e.to_string()))?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            pooler: url.pooler,
+        })
     }
 
-    /// Applies the migrations of `infra/migrations`, one runner at a time across processes.
+    /// The most connections this store opens.
+    pub fn max_connections(&self) -> usize {
+        self.pool.status().max_size
+    }
+
+    /// Whether the connection is encrypted (a health check; through a pooler, the pooler's own
+    /// connection to the server).
+    pub async fn uses_tls(&self) -> Result<bool, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .simple_query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .await?;
+        Ok(rows.iter().any(
+            |m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("t")),
+        ))
+    }
+
+    /// Applies the migrations of `infra/migrations`, one runner at a time across processes (a
+    /// session advisory lock: so not through a transaction-mode pooler, which this refuses when the URL
+    /// says `pgbouncer=true`).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         self.migrate_adopting(None).await
     }
@@ -138,6 +196,9 @@ impl Store {
     /// EXISTS`, followed by the adoption): a database migrated with the earlier text is not refused for
     /// that (divergent checksums are not fatal), since for it the change does nothing.
     pub async fn migrate_adopting(&self, owner: Option<Uuid>) -> Result<(), StoreError> {
+        if self.pooler {
+            return Err(StoreError::MigrateThroughPooler);
+        }
         let mut conn = self.pool.get().await?;
         let client: &mut tokio_postgres::Client = &mut conn;
         client
@@ -178,9 +239,10 @@ pub async fn begin_as(
     user: Uuid,
 ) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
     let tx = conn.transaction().await?;
-    tx.execute(
+    // Unnamed and typed: one round trip, nothing prepared.
+    tx.query_typed(
         "SELECT set_config('role', 'crmsync_app', true), set_config('crmsync.user_id', $1, true)",
-        &[&user.to_string()],
+        &[(&user.to_string(), tokio_postgres::types::Type::TEXT)],
     )
     .await?;
     Ok(tx)

@@ -601,13 +601,14 @@ impl Store {
     /// Runs as the table owner (Row Level Security does not apply).
     pub async fn due_deliveries_all(&self, limit: i64) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
         let conn = self.pool.get().await?;
+        // Outside a transaction: one unnamed statement (safe through a transaction-mode pooler).
         let rows = conn
-            .query(
+            .query_typed(
                 "SELECT d.user_id, d.id FROM push_deliveries d JOIN crm_integrations i ON i.id = d.integration_id
                   WHERE d.status = 'pending' AND d.next_attempt_at <= now() AND i.status = 'active'
                     AND (d.leased_until IS NULL OR d.leased_until <= now())
                   ORDER BY d.next_attempt_at, d.id LIMIT $1",
-                &[&limit],
+                &[(&limit, tokio_postgres::types::Type::INT8)],
             )
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())

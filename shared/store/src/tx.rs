@@ -29,9 +29,9 @@ impl OwnedTx {
         let client = tx.client()?;
         client.batch_execute("BEGIN").await?;
         client
-            .execute(
+            .query_typed(
                 "SELECT set_config('role', 'crmsync_app', true), set_config('crmsync.user_id', $1, true)",
-                &[&user.to_string()],
+                &[(&user.to_string(), tokio_postgres::types::Type::TEXT)],
             )
             .await?;
         Ok(tx)

@@ -3,6 +3,9 @@
 //! * [`postgres`] starts a throwaway PostgreSQL cluster (through the `postgres` OS user when the tests run
 //!   as root, since `initdb` refuses root) and hands out one fresh database per test.
 //! * [`moto`] starts a `moto_server` that emulates DynamoDB and Secrets Manager.
+//! * [`pgbouncer`] starts PgBouncer in transaction pooling mode in front of that cluster; with
+//!   `CRMSYNC_TEST_POOLER=pgbouncer`, every [`PgCluster::fresh_database`] URL goes through it.
+//! * [`start_tls_postgres`] starts a cluster of its own that serves TLS with a given certificate.
 //!
 //! Both listen on free loopback ports. A watchdog process stops them and removes their files when the
 //! test process exits, however it exits (even `SIGKILL`). A test that needs a server that cannot be
@@ -32,8 +35,11 @@ pub struct PgCluster {
 #[derive(Debug, Clone)]
 pub struct TestDb {
     pub name: String,
-    /// A `postgres://` URL for the cluster's superuser, connected to this database.
+    /// A `postgres://` URL for the cluster's superuser, connected to this database (through PgBouncer
+    /// when `CRMSYNC_TEST_POOLER=pgbouncer`).
     pub url: String,
+    /// The same, always straight to Postgres: for migrations, which need a session.
+    pub direct_url: String,
 }
 
 impl PgCluster {
@@ -62,16 +68,38 @@ impl PgCluster {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .unwrap_or_else(|e| panic!("CREATE DATABASE {name} failed: {e}"));
+        let url = if pooled_suite() {
+            pgbouncer().await.url(&name)
+        } else {
+            self.url(&name)
+        };
         TestDb {
-            url: self.url(&name),
+            url,
+            direct_url: self.url(&name),
             name,
         }
     }
 }
 
-/// Connects with no TLS (the cluster is local) and drives the connection in the background.
+/// Whether `CRMSYNC_TEST_POOLER=pgbouncer` asks for the suite to run through PgBouncer.
+pub fn pooled_suite() -> bool {
+    match std::env::var("CRMSYNC_TEST_POOLER").ok().as_deref() {
+        None | Some("") | Some("none") => false,
+        Some("pgbouncer") => true,
+        Some(other) => {
+            panic!("CRMSYNC_TEST_POOLER is `{other}`: use `pgbouncer` or leave it unset")
+        }
+    }
+}
+
+/// Connects with no TLS (the cluster is local) and drives the connection in the background. A URL of
+/// [`pgbouncer`] is taken straight to Postgres: tests' own SQL is not what runs through the pooler.
 pub async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let direct = match PGBOUNCER.get() {
+        Some(b) => b.direct(url),
+        None => url.to_owned(),
+    };
+    let (client, connection) = tokio_postgres::connect(&direct, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to the test Postgres at {url}: {e}"));
     tokio::spawn(async move {
@@ -222,6 +250,16 @@ impl PgServer {
 /// time; superuser `postgres`, trust auth, loopback only). Works as root through the `postgres` OS
 /// user. `durable: false` turns fsync off (tests). Errors are sentences that say what to do.
 pub fn start_postgres_at(dir: &Path, port: u16, durable: bool) -> Result<PgServer, String> {
+    start_postgres_with(dir, port, durable, "")
+}
+
+/// As [`start_postgres_at`], with more server options (`-c name=value ...`).
+pub fn start_postgres_with(
+    dir: &Path,
+    port: u16,
+    durable: bool,
+    extra: &str,
+) -> Result<PgServer, String> {
     let initdb = pg_binary("initdb").ok_or(INSTALL_POSTGRES)?;
     let pg_ctl = pg_binary("pg_ctl").ok_or(INSTALL_POSTGRES)?;
     let root = is_root();
@@ -270,7 +308,7 @@ pub fn start_postgres_at(dir: &Path, port: u16, durable: bool) -> Result<PgServe
         " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     };
     let options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB{fast}",
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=128MB{fast} {extra}",
         dir.display()
     );
     let status = pg_command(root, &pg_ctl)
@@ -312,17 +350,7 @@ fn start_postgres() -> PgCluster {
     for _ in 0..5 {
         match start_postgres_at(&dir, free_port(), false) {
             Ok(server) => {
-                let stop = format!(
-                    "{} -D '{}' stop -m immediate >/dev/null 2>&1",
-                    server.pg_ctl.display(),
-                    server.data.display()
-                );
-                let stop = if server.root {
-                    format!("runuser -u postgres -- {stop}")
-                } else {
-                    stop
-                };
-                watchdog(&format!("{stop}; rm -rf '{}'", dir.display()));
+                stop_at_exit(&server, &dir);
                 return PgCluster {
                     port: server.port,
                     dir,
@@ -332,6 +360,193 @@ fn start_postgres() -> PgCluster {
         }
     }
     panic!("{last_error}");
+}
+
+/// Stops `server` and removes `dir` when this process exits.
+fn stop_at_exit(server: &PgServer, dir: &Path) {
+    let stop = format!(
+        "{} -D '{}' stop -m immediate >/dev/null 2>&1",
+        server.pg_ctl.display(),
+        server.data.display()
+    );
+    let stop = if server.root {
+        format!("runuser -u postgres -- {stop}")
+    } else {
+        stop
+    };
+    watchdog(&format!("{stop}; rm -rf '{}'", dir.display()));
+}
+
+/// Starts a Postgres cluster of its own (for the life of the process) that serves TLS with this
+/// certificate chain and key (PEM), on 127.0.0.1 and a free port: `ssl=on`, plain connections still
+/// allowed, trust authentication.
+pub fn start_tls_postgres(cert_chain_pem: &str, key_pem: &str) -> Result<PgServer, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "crmsync-pg-tls-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&cert, cert_chain_pem)
+        .map_err(|e| format!("cannot write the certificate: {e}"))?;
+    std::fs::write(&key, key_pem).map_err(|e| format!("cannot write the key: {e}"))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Postgres refuses a key that others can read.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("cannot restrict the key: {e}"))?;
+    }
+    let extra = format!(
+        "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+        cert.display(),
+        key.display()
+    );
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        match start_postgres_with(&dir, free_port(), false, &extra) {
+            Ok(server) => {
+                stop_at_exit(&server, &dir);
+                return Ok(server);
+            }
+            Err(e) => last_error = e,
+        }
+    }
+    Err(last_error)
+}
+
+const INSTALL_PGBOUNCER: &str = "pgbouncer is needed by this test: install it with \
+     `apt-get install -y pgbouncer`, or run `make test`, which does";
+
+/// PgBouncer in transaction pooling mode in front of the process's [`postgres`] cluster.
+#[derive(Debug)]
+pub struct PgBouncer {
+    port: u16,
+    pg_port: u16,
+}
+
+impl PgBouncer {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The superuser URL of database `db` through PgBouncer (`pgbouncer=true` tells the store).
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{db}?sslmode=disable&pgbouncer=true",
+            self.port
+        )
+    }
+
+    /// `url` with PgBouncer's address replaced by Postgres's own.
+    pub fn direct(&self, url: &str) -> String {
+        url.replace(
+            &format!("@127.0.0.1:{}/", self.port),
+            &format!("@127.0.0.1:{}/", self.pg_port),
+        )
+        .replace("&pgbouncer=true", "")
+    }
+}
+
+/// Server connections PgBouncer keeps per database: fewer than the tests' clients (8), so that their
+/// transactions take turns on shared server connections, as behind Supabase's pooler or RDS Proxy;
+/// more than the scheduled run's 4 pulls, each of which holds one for its sync lease while it runs
+/// (with 3, the writes of 3 pulls at once wait for ever: see the README's "Database connections").
+pub const PGBOUNCER_POOL_SIZE: usize = 6;
+
+static PGBOUNCER: OnceCell<PgBouncer> = OnceCell::const_new();
+
+/// The process-wide PgBouncer (transaction pooling, [`PGBOUNCER_POOL_SIZE`] server connections per
+/// database, any database of the cluster, any role), started on first use.
+pub async fn pgbouncer() -> &'static PgBouncer {
+    let pg_port = postgres().await.port();
+    PGBOUNCER
+        .get_or_init(|| async move {
+            tokio::task::spawn_blocking(move || start_pgbouncer(pg_port))
+                .await
+                .unwrap_or_else(|e| panic!("starting PgBouncer panicked: {e}"))
+                .unwrap_or_else(|e| panic!("{e}"))
+        })
+        .await
+}
+
+fn pgbouncer_binary() -> Option<PathBuf> {
+    let on_path = std::env::var("PATH").ok().and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("pgbouncer"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+    })
+}
+
+fn start_pgbouncer(pg_port: u16) -> Result<PgBouncer, String> {
+    let binary = pgbouncer_binary().ok_or(INSTALL_PGBOUNCER)?;
+    let root = is_root();
+    let dir = std::env::temp_dir().join(format!(
+        "crmsync-pgbouncer-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::write(dir.join("userlist.txt"), "\"postgres\" \"\"\n")
+        .map_err(|e| format!("cannot write PgBouncer's auth file: {e}"))?;
+    if root {
+        // PgBouncer refuses to run as root.
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status();
+    }
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        let port = free_port();
+        // Any role the cluster knows (looked up by `auth_query` as `postgres`), trust authentication.
+        let ini = format!(
+            "[databases]\n* = host=127.0.0.1 port={pg_port}\n\n[pgbouncer]\n\
+             listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+             auth_type = trust\nauth_file = {dir}/userlist.txt\nauth_user = postgres\n\
+             pool_mode = transaction\ndefault_pool_size = {PGBOUNCER_POOL_SIZE}\n\
+             max_client_conn = 2000\nquery_wait_timeout = 60\n\
+             ignore_startup_parameters = extra_float_digits,options\n\
+             logfile = {dir}/pgbouncer.log\n",
+            dir = dir.display()
+        );
+        let config = dir.join("pgbouncer.ini");
+        std::fs::write(&config, ini).map_err(|e| format!("cannot write pgbouncer.ini: {e}"))?;
+        let mut cmd = if root {
+            let mut cmd = Command::new("runuser");
+            cmd.args(["-u", "postgres", "--"]).arg(&binary);
+            cmd
+        } else {
+            Command::new(&binary)
+        };
+        let mut child = cmd
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run pgbouncer: {e}; {INSTALL_PGBOUNCER}"))?;
+        // runuser passes signals on to PgBouncer.
+        watchdog(&format!(
+            "kill {} 2>/dev/null; sleep 1; rm -rf '{}'",
+            child.id(),
+            dir.display()
+        ));
+        if wait_for_port(port, Duration::from_secs(10)) {
+            std::mem::forget(child);
+            return Ok(PgBouncer { port, pg_port });
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        last_error = std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default();
+    }
+    Err(format!("PgBouncer did not start; its log:\n{last_error}"))
 }
 
 /// Runs moto serving one request at a time. moto's DynamoDB checks a `ConditionExpression` and then

@@ -1,7 +1,8 @@
-//! Tests of one component against its real backing service (the Postgres store, the DynamoDB
-//! limiter, the Secrets Manager secret, the operator's `crmsync-admin` command), of the repository's
-//! descriptions of the API (the event files of `events/`, and the contract, `openapi.yaml`,
-//! `template.yaml` and the local router agreeing), and of the local stack staying up.
+//! Tests of one component against its real backing service (the Postgres store, also over TLS and
+//! through PgBouncer; the DynamoDB limiter; the Secrets Manager secret; the operator's `crmsync-admin`
+//! command), of the repository's descriptions of the API (the event files of `events/`, and the
+//! contract, `openapi.yaml`, `template.yaml` and the local router agreeing), and of the local stack
+//! staying up.
 
 mod admin;
 mod deploy;
@@ -9,5 +10,7 @@ mod devstack;
 mod events;
 mod limiter;
 mod openapi;
+mod pooler;
 mod secrets;
 mod store;
+mod tls;

@@ -10,8 +10,9 @@ use crate::support::common::{contact, integration_of, migrated_store};
 
 #[tokio::test]
 async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
-    let (db, store) = migrated_store().await;
-    let again = crmsync_store::Store::connect(&db.url, 2).unwrap();
+    let (db, _) = migrated_store().await;
+    let store = crmsync_store::Store::connect(&db.direct_url, 2).unwrap();
+    let again = crmsync_store::Store::connect(&db.direct_url, 2).unwrap();
     let (a, b) = tokio::join!(store.migrate(), again.migrate());
     a.unwrap();
     b.unwrap();
@@ -42,7 +43,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
 }
 
 #[tokio::test]
-async fn upsert_inserts_then_writes_only_what_changed() {
+pub(crate) async fn upsert_inserts_then_writes_only_what_changed() {
     let (_db, store) = migrated_store().await;
     let owner = Uuid::new_v4();
     let batch = vec![
@@ -140,7 +141,7 @@ async fn a_record_without_email_keeps_the_stored_one() {
 }
 
 #[tokio::test]
-async fn a_large_batch_is_one_upsert() {
+pub(crate) async fn a_large_batch_is_one_upsert() {
     let (_db, store) = migrated_store().await;
     let owner = Uuid::new_v4();
     let batch: Vec<_> = (0..5_000)
@@ -200,7 +201,7 @@ async fn batches_are_written_where_public_may_not_make_temporary_tables() {
 }
 
 #[tokio::test]
-async fn row_level_security_keeps_users_apart() {
+pub(crate) async fn row_level_security_keeps_users_apart() {
     let (db, store) = migrated_store().await;
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
     // The same phone for both users: two rows, one each.
@@ -311,7 +312,7 @@ async fn row_level_security_keeps_users_apart() {
 }
 
 #[tokio::test]
-async fn integrations_store_only_sealed_credentials_and_stay_private() {
+pub(crate) async fn integrations_store_only_sealed_credentials_and_stay_private() {
     let (db, store) = migrated_store().await;
     let vault = Vault::new(&"42".repeat(32), None).unwrap();
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());

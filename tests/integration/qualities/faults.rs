@@ -880,6 +880,7 @@ async fn postgres_restarted_mid_sync_gives_a_clear_error_and_the_pool_recovers()
     let db = crmsync_testkit::TestDb {
         name: "crmsync_restart".into(),
         url: pg.url("crmsync_restart"),
+        direct_url: pg.url("crmsync_restart"),
     };
     let store = crmsync_store::Store::connect(&db.url, 8).unwrap();
     store.migrate().await.unwrap();

@@ -1528,7 +1528,7 @@ async fn a_database_dump_shows_no_credential() {
         })
         .expect("pg_dump (installed with the Postgres server binaries)");
     let dump = std::process::Command::new(pg_dump)
-        .args(["--no-owner", "--dbname", &world.env.db.url])
+        .args(["--no-owner", "--dbname", &world.env.db.direct_url])
         .output()
         .unwrap();
     assert!(

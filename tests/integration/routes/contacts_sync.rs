@@ -141,7 +141,7 @@ async fn rex_connects_by_oauth_and_syncs_incrementally() {
 }
 
 #[tokio::test]
-async fn followupboss_connects_by_oauth_and_syncs_incrementally() {
+pub(crate) async fn followupboss_connects_by_oauth_and_syncs_incrementally() {
     first_second_and_changed_sync(Provider::FollowUpBoss).await;
 }
 
@@ -201,7 +201,7 @@ async fn a_sync_since_a_time_stores_exactly_what_fetch_shows_for_it() {
 /// A sync while another holds the integration's sync lock is 409 `conflict`; once it is released the
 /// next one runs. (Ten at once over ten `App`s: `qualities/races.rs`.)
 #[tokio::test]
-async fn one_sync_per_integration_at_a_time() {
+pub(crate) async fn one_sync_per_integration_at_a_time() {
     let env = Env::start().await;
     let user = Uuid::new_v4();
     env.connect(user, Provider::Rex).await;

@@ -311,7 +311,7 @@ async fn listed() -> Listed {
 /// pages; each status filter gives exactly that status's deliveries in the same order; 50 by default;
 /// the fields of each status; nothing of the leads beyond their ids.
 #[tokio::test]
-async fn deliveries_page_newest_first_with_each_status_filter() {
+pub(crate) async fn deliveries_page_newest_first_with_each_status_filter() {
     let Listed { env, user, id, .. } = listed().await;
     let want = expected_order(&env, id, None).await;
     assert_eq!(want.len(), 68);
@@ -572,7 +572,7 @@ async fn deliveries_without_a_caller_are_401() {
 /// retry pushes the three: each lead is in the CRM exactly once and every delivery is `delivered`;
 /// another retry finds nothing to do.
 #[tokio::test]
-async fn a_crm_outage_leaves_deliveries_visible_and_a_retry_pushes_them_once() {
+pub(crate) async fn a_crm_outage_leaves_deliveries_visible_and_a_retry_pushes_them_once() {
     let env = Env::start().await;
     env.lofty_production_tier();
     let user = Uuid::new_v4();

@@ -10,7 +10,7 @@ use crate::support::env::{Env, Route, sandbox_provider};
 use crate::support::leads::{people_with, post_lead, scored_lead};
 
 #[tokio::test]
-async fn an_integration_sync_pulls_then_pushes_the_waiting_leads() {
+pub(crate) async fn an_integration_sync_pulls_then_pushes_the_waiting_leads() {
     let env = Env::start().await;
     let alice = Uuid::new_v4();
     env.connect(alice, Provider::FollowUpBoss).await;

@@ -199,7 +199,7 @@ async fn lofty_api_key_update_and_reconnect() {
 }
 
 #[tokio::test]
-async fn lofty_api_key_sync_and_disconnect() {
+pub(crate) async fn lofty_api_key_sync_and_disconnect() {
     sync_and_disconnect(Provider::Lofty, LOFTY_KEY).await;
 }
 
@@ -420,7 +420,7 @@ async fn patch_is_404_and_changes_nothing() {
 }
 
 #[tokio::test]
-async fn pausing_keeps_failures_and_reactivating_resets_them() {
+pub(crate) async fn pausing_keeps_failures_and_reactivating_resets_them() {
     let env = Env::start().await;
     let user = Uuid::new_v4();
     let created = connect(

@@ -56,7 +56,7 @@ async fn two_crms() -> (Env, Uuid) {
 }
 
 #[tokio::test]
-async fn a_lead_reaches_every_crm_once_and_is_updated_in_place() {
+pub(crate) async fn a_lead_reaches_every_crm_once_and_is_updated_in_place() {
     let env = Env::start().await;
     let user = Uuid::new_v4();
     for p in [Provider::Rex, Provider::FollowUpBoss, Provider::Lofty] {
@@ -489,7 +489,7 @@ async fn a_lead_without_a_risk_score_reaches_no_crm() {
 /// The same version again, in our envelope and as a Supabase database webhook, after the first was
 /// pushed. (Many deliveries of one version at once, the first among them: `qualities/races.rs`.)
 #[tokio::test]
-async fn the_same_lead_version_delivered_twice_is_pushed_once() {
+pub(crate) async fn the_same_lead_version_delivered_twice_is_pushed_once() {
     let env = Env::start().await;
     let user = Uuid::new_v4();
     env.connect(user, Provider::Lofty).await;

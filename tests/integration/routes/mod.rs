@@ -4,13 +4,13 @@
 
 mod auth_status;
 mod contacts_fetch;
-mod contacts_sync;
+pub(crate) mod contacts_sync;
 mod contacts_sync_changes;
-mod deliveries;
-mod integration_sync;
-mod integrations;
-mod lead_webhook;
+pub(crate) mod deliveries;
+pub(crate) mod integration_sync;
+pub(crate) mod integrations;
+pub(crate) mod lead_webhook;
 mod oauth_callback;
 mod oauth_start;
-mod scheduled_sync;
-mod sync_logs;
+pub(crate) mod scheduled_sync;
+pub(crate) mod sync_logs;

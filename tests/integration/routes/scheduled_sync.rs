@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::support::env::{Env, Route, WEBHOOK_SECRET, sandbox_provider};
 
 #[tokio::test]
-async fn a_scheduled_run_pulls_every_integration_then_drains_the_outbox() {
+pub(crate) async fn a_scheduled_run_pulls_every_integration_then_drains_the_outbox() {
     let env = Env::start().await;
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
     env.sandbox

@@ -162,7 +162,7 @@ async fn logged() -> Logged {
 /// The deleted integration's 130 logs, 25 a page, newest first, none repeated or missed, even though a
 /// new log arrives between pages; the first page then starts with the new log, with the stored fields.
 #[tokio::test]
-async fn logs_page_newest_first_and_outlive_a_disconnect() {
+pub(crate) async fn logs_page_newest_first_and_outlive_a_disconnect() {
     let Logged {
         env,
         user,

@@ -10,11 +10,38 @@ use chrono::{DateTime, Utc};
 use crmsync_domain::{Contact, PhoneNumber, Provider, Region};
 use crmsync_store::Store;
 
+thread_local! {
+    static THROUGH_PGBOUNCER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs a test (a `#[tokio::test]` function, which builds its runtime on this thread) with its
+/// database reached through PgBouncer in transaction pooling mode: [`migrated_store`]'s store and
+/// URL (so the functions' secret) go through the pooler. See `parts::pooler`.
+pub fn through_pgbouncer(test: fn()) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            THROUGH_PGBOUNCER.with(|p| p.set(false));
+        }
+    }
+    THROUGH_PGBOUNCER.with(|p| p.set(true));
+    let _reset = Reset;
+    test();
+}
+
 /// A migrated database of its own, and a store on it.
 pub async fn migrated_store() -> (crmsync_testkit::TestDb, Store) {
-    let db = crmsync_testkit::postgres().await.fresh_database().await;
+    let mut db = crmsync_testkit::postgres().await.fresh_database().await;
+    if THROUGH_PGBOUNCER.with(|p| p.get()) {
+        db.url = crmsync_testkit::pgbouncer().await.url(&db.name);
+    }
+    // Migrations need a session: straight to Postgres, even when the suite runs through PgBouncer.
+    Store::connect(&db.direct_url, 1)
+        .expect("store")
+        .migrate()
+        .await
+        .expect("migrations apply");
     let store = Store::connect(&db.url, 8).expect("store");
-    store.migrate().await.expect("migrations apply");
     (db, store)
 }
 

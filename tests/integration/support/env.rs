@@ -526,6 +526,9 @@ pub fn test_app(
         max_wait: std::time::Duration::from_secs(10),
     });
     app.push_backoff = std::time::Duration::from_millis(1);
+    // The tests send concurrent events (several syncs at once, say) to one `App`, which in the cloud
+    // would be as many instances, each with its own connections: give it as many as they need.
+    app.db_pool_size = 8;
     // Longer than the sandbox's Lofty persistence lag (1.5 s), much shorter than production's.
     app.create_settle = std::time::Duration::from_secs(2);
     app
