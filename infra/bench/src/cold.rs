@@ -261,9 +261,10 @@ async fn serve_events_conn(mut stream: tokio::net::TcpStream, shared: std::sync:
                 uuid::Uuid::new_v4(),
                 event.len()
             );
-            if stream.write_all(head.as_bytes()).await.is_err()
-                || stream.write_all(event.as_bytes()).await.is_err()
-            {
+            // One write: a second small one would wait for the client's delayed ACK (Nagle).
+            let mut answer = head.into_bytes();
+            answer.extend_from_slice(event.as_bytes());
+            if stream.write_all(&answer).await.is_err() {
                 return;
             }
         } else {
@@ -290,6 +291,7 @@ async fn serve_events(listener: TcpListener, shared: std::sync::Arc<Shared>) {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        let _ = stream.set_nodelay(true);
         tokio::spawn(serve_events_conn(stream, shared.clone()));
     }
 }

@@ -638,7 +638,7 @@ fn pull_section(s: &mut String, r: &Results, f: &Figures) {
     );
     let _ = writeln!(
         s,
-        "\n**Where the sync's time goes.** The sync reads while it writes: a reader requests each page, \
+        "**Where the sync's time goes.** The sync reads while it writes: a reader requests each page, \
          parses its JSON and maps it, a bounded number of pages ahead of a writer that upserts whatever \
          has arrived (up to {} contacts) and saves the cursor in one transaction. Timed apart, on the same \
          data:\n\n\
@@ -760,8 +760,8 @@ fn pull_section(s: &mut String, r: &Results, f: &Figures) {
     let largest = p.profile.as_ref().and_then(|prof| prof.categories.first());
     let _ = writeln!(
         s,
-        "**What limits it.** The sandbox used {cpu_sandbox:.2} s of CPU in a {:.2} s sync, and JSON is \
-         {} of the sync process's samples. Measured here:\n\n\
+        "**What limits it.** The sandbox used {cpu_sandbox:.2} s of CPU in a {:.2} s sync{}. Measured \
+         here:\n\n\
          1. *The writes.* Writing the rows in the sync's batches takes {:.1} × as long as COPY ({:.2} s \
          against {:.2} s). COPY only appends, and cannot upsert.\n\
          2. *Reading and mapping* overlap the writes ({reading:.2} s together, timed apart). {}\n\
@@ -770,9 +770,12 @@ fn pull_section(s: &mut String, r: &Results, f: &Figures) {
          ({:.2} × COPY's rate) without also using less CPU.\n\
          4. *In production the CRM sets the pace.* At the {FUB_DOCUMENTED_REQUESTS:.0} requests per \
          {FUB_DOCUMENTED_WINDOW_SECS:.0} s Follow Up Boss documents, a sync of pages of {} reads at most \
-         {} contacts/s from it, {:.0} × less than the sync manages here.\n",
+         {} contacts/s from it; the sync managed {:.2} × that here.\n",
         pf.sync_secs,
-        pct(share("JSON")),
+        share("JSON").map_or_else(String::new, |v| format!(
+            ", and JSON is {} of the sync process's samples",
+            pct(Some(v))
+        )),
         pf.batched_secs / pf.copy_secs,
         pf.batched_secs,
         pf.copy_secs,
