@@ -13,6 +13,30 @@ pub struct Machine {
     pub moto: String,
     pub commit: String,
     pub load_before: String,
+    /// The `[profile.release]` settings of the workspace's Cargo.toml, as `key = value` pairs.
+    pub release_profile: String,
+}
+
+/// The `[profile.release]` section of `root/Cargo.toml`, its settings joined by commas.
+fn release_profile(root: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(root.join("Cargo.toml")).unwrap_or_default();
+    let settings: Vec<&str> = text
+        .lines()
+        .skip_while(|l| l.trim() != "[profile.release]")
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    if settings.is_empty() {
+        "Cargo's defaults".to_owned()
+    } else {
+        settings
+            .iter()
+            .map(|l| format!("`{l}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 fn output(cmd: &str, args: &[&str]) -> String {
@@ -72,5 +96,6 @@ pub fn describe(root: &std::path::Path) -> Machine {
         ),
         commit,
         load_before: load_average(),
+        release_profile: release_profile(std::path::Path::new(root.as_ref())),
     }
 }

@@ -9,7 +9,7 @@
 //! Options of `run` (defaults in brackets): `--out FILE` [docs/BENCHMARKS.md], `--command TEXT` (the
 //! command recorded in the report) [the command line], `--only pull,memory,cold,push,size` [all],
 //! `--contacts N` [100000], `--runs N` [3], `--memory N,N,…` [10000,100000,1000000],
-//! `--cold-rounds N` [15], `--leads N` [150], `--push-limit N` [50], `--push-window SECS` [10],
+//! `--cold-rounds N` (at least 5) [15], `--leads N` [150], `--push-limit N` [50], `--push-window SECS` [10],
 //! `--bin-dir DIR` [the directory of this binary].
 
 mod cold;
@@ -138,7 +138,8 @@ fn config(args: &[String]) -> Result<Config, Error> {
         contacts: number(&opts, "contacts", 100_000)?,
         runs: number(&opts, "runs", 3usize)?.max(1),
         memory,
-        cold_rounds: number(&opts, "cold-rounds", 15usize)?.max(1),
+        // Medians of at least 5 rounds.
+        cold_rounds: number(&opts, "cold-rounds", 15usize)?.max(5),
         cold_warmup: 2,
         leads: number(&opts, "leads", 150usize)?.max(1),
         push_limit: number(&opts, "push-limit", 50u32)?.max(2),
@@ -230,15 +231,30 @@ async fn run(cfg: Config) -> Result<(), Error> {
         results.probes = probes;
     }
 
-    if cfg.wants("pull") || cfg.wants("memory") || cfg.wants("push") {
+    if cfg.wants("pull") || cfg.wants("memory") || cfg.wants("push") || cfg.wants("cold") {
         say(started, "starting Postgres, moto and the CRM sandbox");
         let stack = stack::Stack::start(&bin_dir).await?;
         results.postgres = format!(
-            "{} (cluster in `{}`)",
+            "{} (cluster in `{}`, a directory of this run, removed at its end)",
             stack.pg_version,
             stack.pg_dir.display()
         );
 
+        if cfg.wants("cold") {
+            let d = stack.deploy().await?;
+            let targets = first_event_targets(&root, &bin_dir, &functions, &stack, &d)?;
+            say(
+                started,
+                &format!(
+                    "first events: {} binaries × {} rounds, two events each, against the local stack",
+                    targets.len(),
+                    cfg.cold_rounds
+                ),
+            );
+            results.first_events =
+                Some(cold::first_events(&targets, cfg.cold_warmup, cfg.cold_rounds).await?);
+            stack.drop_deployment(&d).await?;
+        }
         if cfg.wants("pull") {
             results.pull = Some(pull_benchmark(&stack, &cfg, started).await?);
         }
@@ -316,6 +332,59 @@ async fn run(cfg: Config) -> Result<(), Error> {
     Ok(())
 }
 
+/// Each binary of the cold starts, with the event of `events/` it serves (the first of its files,
+/// the caller's JWT filled in) and the environment of a deployment on the local stack, so that its
+/// first event does what it does in the cloud: the secret from Secrets Manager (moto), the database
+/// pool, the CRM client.
+fn first_event_targets(
+    root: &Path,
+    bin_dir: &Path,
+    functions: &[String],
+    stack: &stack::Stack,
+    d: &stack::Deployment,
+) -> Result<Vec<cold::EventTarget>, Error> {
+    let jwt = stack::token(uuid::Uuid::new_v4())?;
+    let env = vec![
+        ("AWS_ENDPOINT_URL".to_owned(), stack.moto_endpoint.clone()),
+        ("APP_SECRET_ID".to_owned(), d.wiring.secret_id.clone()),
+        ("RATE_LIMIT_TABLE".to_owned(), stack.table.clone()),
+        ("CRM_SANDBOX_URL".to_owned(), stack.sandbox_url.clone()),
+    ];
+    let mut targets = vec![cold::EventTarget {
+        name: "lambda-hello".to_owned(),
+        path: bin_dir.join("lambda-hello"),
+        env: Vec::new(),
+        source: "`{\"name\":\"bench\"}`".to_owned(),
+        event: r#"{"name":"bench"}"#.to_owned(),
+    }];
+    let mut files: Vec<String> = std::fs::read_dir(root.join("events"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|f| f.ends_with(".json"))
+        .collect();
+    files.sort();
+    for f in functions {
+        let file = files
+            .iter()
+            .find(|x| x.as_str() == format!("{f}.json"))
+            .or_else(|| files.iter().find(|x| x.starts_with(&format!("{f}-"))))
+            .ok_or_else(|| format!("no event for {f} in events/"))?;
+        let event = std::fs::read_to_string(root.join("events").join(file))?
+            .replace("REPLACE_WITH_A_DEV_JWT", &jwt);
+        targets.push(cold::EventTarget {
+            name: f.clone(),
+            path: bin_dir.join(f),
+            env: env.clone(),
+            source: format!("`events/{file}`"),
+            event,
+        });
+    }
+    Ok(targets)
+}
+
+/// The share of the records the re-sync benchmark changes.
+const RESYNC_SHARE: f64 = 0.01;
+
 async fn pull_benchmark(
     stack: &stack::Stack,
     cfg: &Config,
@@ -368,22 +437,50 @@ async fn pull_benchmark(
         check("COPY", copied)?;
         let (batched, written) = pull::batched_run(stack, &rows.pages).await?;
         check("the batched writes", written)?;
+        let seed = pull::seed_batch_run(stack, &rows.pages).await?;
+        check("the seed-shaped page upserts", seed.rows)?;
         let (naive, upserted) = pull::naive_run(stack, &rows.unique).await?;
         check("the naive upserts", upserted)?;
         say(
             started,
             &format!(
-                "  round {round}: sync {:.2} s (peak RSS {:.1} MiB), COPY {copy:.2} s, \
-                 batched writes {batched:.2} s, naive {naive:.2} s",
+                "  round {round}: sync {:.2} s (peak RSS {:.1} MiB, CPU {:.2} s), COPY {copy:.2} s, \
+                 batched writes {batched:.2} s, seed-shaped page upserts {:.2} s, naive {naive:.2} s",
                 sync.secs,
-                sync.peak_rss_kib as f64 / 1024.0
+                sync.peak_rss_kib as f64 / 1024.0,
+                sync.cpu_child,
+                seed.secs
             ),
         );
         out.sync.push(sync);
         out.copy.push(copy);
         out.batched.push(batched);
+        out.seed.push(seed);
         out.naive.push(naive);
     }
+    say(
+        started,
+        &format!(
+            "  re-sync: a complete sync, {:.0} % of the records changed in the sandbox, a sync again",
+            RESYNC_SHARE * 100.0
+        ),
+    );
+    let resync = pull::resync_run(stack, &rows, RESYNC_SHARE).await?;
+    say(
+        started,
+        &format!(
+            "  re-sync: {} records changed ({} contacts); {:.2} s, {} fetched, {} contacts and {} sources written",
+            resync.touched,
+            resync.expected_contacts,
+            resync.incremental.secs,
+            resync.incremental.fetched,
+            resync.contacts_written,
+            resync
+                .sources_written
+                .map_or_else(|| "?".to_owned(), |n| n.to_string())
+        ),
+    );
+    out.resync = Some(resync);
     if profile::available() {
         let data = stack::bench_dir().join("sync.perf");
         say(

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::Error;
 use crate::procstat;
-use crate::stack::{FUB_API_KEY, Stack, Wiring, connect_fub, event, token};
+use crate::stack::{Deployment, FUB_API_KEY, Stack, Wiring, connect_fub, event, token};
 
 /// What one sync in a child process did.
 #[derive(Debug, Clone)]
@@ -39,8 +39,19 @@ pub struct SyncRun {
     /// Rows in `contacts` afterwards.
     pub rows: u64,
     pub peak_rss_kib: u64,
-    /// CPU seconds of the child (whole process), the sandbox and Postgres during the child's life.
+    /// The child's resident memory, sampled every 100 ms during the handler: anonymous memory
+    /// when the handler started and at its highest, file-backed pages (the executable, its
+    /// libraries) at their highest, in KiB.
+    pub anon_start_kib: u64,
+    pub anon_peak_kib: u64,
+    pub file_peak_kib: u64,
+    /// CPU seconds of the child (whole process: start-up, the secret and pool, the handler), the
+    /// sandbox and Postgres during the child's life.
     pub cpu_child: f64,
+    /// CPU seconds of the child during the handler call alone.
+    pub cpu_handler: f64,
+    /// What the handler answered: `fullRead`, whether it read the whole account.
+    pub full_read: bool,
     pub cpu_sandbox: f64,
     pub cpu_postgres: f64,
 }
@@ -64,18 +75,25 @@ pub async fn sync_once(args: &HashMap<String, String>) -> Result<(), Error> {
         &[],
         None,
     )?;
+    let (user0, sys0) = procstat::own_cpu();
+    let sampler = procstat::RssSampler::start(Duration::from_millis(100));
     let started = Instant::now();
     let resp = routes::contacts_sync::handle(&app, req).await;
     let secs = started.elapsed().as_secs_f64();
+    let (user1, sys1) = procstat::own_cpu();
+    let rss = sampler.stop();
     let (parts, body) = resp.into_parts();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let (user_cpu, sys_cpu) = procstat::own_cpu();
     let line = json!({
         "status": parts.status.as_u16(),
         "secs": secs,
         "metrics": body,
         "peak_rss_kib": procstat::own_peak_rss_kib(),
-        "cpu": user_cpu + sys_cpu,
+        "anon_start_kib": rss.anon_start_kib,
+        "anon_peak_kib": rss.anon_peak_kib,
+        "file_peak_kib": rss.file_peak_kib,
+        "cpu": user1 + sys1,
+        "cpu_handler": (user1 + sys1) - (user0 + sys0),
     });
     println!("{line}");
     Ok(())
@@ -90,15 +108,39 @@ async fn count_rows(db_url: &str) -> Result<u64, Error> {
     Ok(n as u64)
 }
 
-/// One sync of the sandbox's Follow Up Boss contacts into a fresh deployment, in a child process
-/// (under `perf record`, writing `profile`, when given).
-pub async fn sync_run(stack: &Stack, profile: Option<&std::path::Path>) -> Result<SyncRun, Error> {
+/// A fresh deployment with Follow Up Boss connected for `user`, for syncs to run against.
+pub struct Prepared {
+    pub d: Deployment,
+    pub user: Uuid,
+}
+
+pub async fn prepare(stack: &Stack) -> Result<Prepared, Error> {
     let d = stack.deploy().await?;
     let user = Uuid::new_v4();
     {
         let app = d.wiring.app().await?;
         connect_fub(&app, &stack.http, user).await?;
     }
+    Ok(Prepared { d, user })
+}
+
+/// One sync of the sandbox's Follow Up Boss contacts into a fresh deployment, in a child process
+/// (under `perf record`, writing `profile`, when given).
+pub async fn sync_run(stack: &Stack, profile: Option<&std::path::Path>) -> Result<SyncRun, Error> {
+    let p = prepare(stack).await?;
+    let run = sync_child(stack, &p, profile).await;
+    stack.drop_deployment(&p.d).await?;
+    run
+}
+
+/// One sync of `p`'s integration through the handler, in a child process: a complete read the
+/// first time, the changes since the saved cursor after that.
+pub async fn sync_child(
+    stack: &Stack,
+    p: &Prepared,
+    profile: Option<&std::path::Path>,
+) -> Result<SyncRun, Error> {
+    let (d, user) = (&p.d, p.user);
     let exe = std::env::current_exe()?;
     let (sandbox0, pg0) = (stack.sandbox_cpu(), stack.postgres_cpu());
     let mut cmd = match profile {
@@ -135,19 +177,117 @@ pub async fn sync_run(stack: &Stack, profile: Option<&std::path::Path>) -> Resul
         return Err(format!("the sync did not finish: {line}").into());
     }
     let m = &line["metrics"];
-    let run = SyncRun {
+    let kib = |k: &str| line[k].as_u64().unwrap_or(0);
+    Ok(SyncRun {
         secs: line["secs"].as_f64().unwrap_or(f64::NAN),
         fetched: m["totalFetched"].as_u64().unwrap_or(0),
         upserted: m["upserted"].as_u64().unwrap_or(0),
         skipped: m["skipped"].as_u64().unwrap_or(0),
         rows: count_rows(&d.db_url).await?,
-        peak_rss_kib: line["peak_rss_kib"].as_u64().unwrap_or(0),
+        peak_rss_kib: kib("peak_rss_kib"),
+        anon_start_kib: kib("anon_start_kib"),
+        anon_peak_kib: kib("anon_peak_kib"),
+        file_peak_kib: kib("file_peak_kib"),
         cpu_child: line["cpu"].as_f64().unwrap_or(0.0),
+        cpu_handler: line["cpu_handler"].as_f64().unwrap_or(0.0),
+        full_read: m["fullRead"] == true,
         cpu_sandbox: sandbox1 - sandbox0,
         cpu_postgres: pg1 - pg0,
-    };
-    stack.drop_deployment(&d).await?;
-    Ok(run)
+    })
+}
+
+/// The 1%-changed re-sync: a complete sync, then `share` of the sandbox's records changed (their
+/// `background`, the contact's notes, and so their update time), then the handler again.
+#[derive(Debug, Clone)]
+pub struct Resync {
+    pub full: SyncRun,
+    pub incremental: SyncRun,
+    /// Records the sandbox changed.
+    pub touched: u64,
+    /// Of those, the records with a usable phone (sources that change), and their distinct phones
+    /// (contacts that change): what a sync that writes only the changed rows writes.
+    pub expected_sources: u64,
+    pub expected_contacts: u64,
+    /// Rows whose `updated_at` (contacts) or `changed_at` (contact_sources) moved during the re-sync.
+    pub contacts_written: u64,
+    pub sources_written: Option<u64>,
+}
+
+impl Resync {
+    /// Whether the re-sync wrote the changed rows and no others.
+    pub fn only_changed(&self) -> bool {
+        self.contacts_written == self.expected_contacts
+            && self
+                .sources_written
+                .is_none_or(|n| n == self.expected_sources)
+    }
+}
+
+pub async fn resync_run(stack: &Stack, rows: &Rows, share: f64) -> Result<Resync, Error> {
+    let p = prepare(stack).await?;
+    let result = resync_in(stack, &p, rows, share).await;
+    stack.drop_deployment(&p.d).await?;
+    result
+}
+
+async fn resync_in(stack: &Stack, p: &Prepared, rows: &Rows, share: f64) -> Result<Resync, Error> {
+    let full = sync_child(stack, p, None).await?;
+    let count = ((rows.records as f64 * share).round() as usize).max(1);
+    let touched = stack
+        .control(
+            reqwest::Method::POST,
+            "/_sandbox/fub/touch",
+            Some(json!({
+                "count": count,
+                "seed": 16,
+                "set": {"background": "changed by crmsync-bench for the re-sync"},
+            })),
+        )
+        .await?;
+    let ids: std::collections::HashSet<String> = touched["ids"]
+        .as_array()
+        .ok_or("the sandbox's touch gave no ids")?
+        .iter()
+        .map(|id| match id {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    let changed: Vec<&Contact> = rows
+        .pages
+        .iter()
+        .flatten()
+        .filter(|c| c.external_id.as_ref().is_some_and(|e| ids.contains(e)))
+        .collect();
+    let phones: std::collections::HashSet<&str> =
+        changed.iter().map(|c| c.phone.as_str()).collect();
+    let db = crmsync_testkit::connect(&p.d.db_url).await;
+    let t0: chrono::DateTime<chrono::Utc> = db.query_one("SELECT now()", &[]).await?.get(0);
+    let incremental = sync_child(stack, p, None).await?;
+    let contacts_written: i64 = db
+        .query_one(
+            "SELECT count(*) FROM contacts WHERE updated_at >= $1",
+            &[&t0],
+        )
+        .await?
+        .get(0);
+    let sources_written = db
+        .query_one(
+            "SELECT count(*) FROM contact_sources WHERE changed_at >= $1",
+            &[&t0],
+        )
+        .await
+        .ok()
+        .map(|r| r.get::<_, i64>(0) as u64);
+    Ok(Resync {
+        full,
+        incremental,
+        touched: ids.len() as u64,
+        expected_sources: changed.len() as u64,
+        expected_contacts: phones.len() as u64,
+        contacts_written: contacts_written as u64,
+        sources_written,
+    })
 }
 
 /// The sandbox's records, read page by page as the sync reads them, and mapped.
@@ -366,4 +506,91 @@ pub async fn batched_run(stack: &Stack, pages: &[Vec<Contact>]) -> Result<(f64, 
     let n = count_rows(&d.db_url).await?;
     stack.drop_deployment(&d).await?;
     Ok((secs, n))
+}
+
+/// The seed's write, as PostgREST runs a Supabase `upsert(rows, { onConflict: 'phone_number' })` of a
+/// page: the page's rows as one JSON body, one statement, each its own transaction.
+const SEED_UPSERT: &str = "\
+INSERT INTO contacts (owner_id, name, phone_number, email, notes, source_provider, external_id,
+                      source_updated_at)
+SELECT owner_id, name, phone_number, email, notes, source_provider, external_id, source_updated_at
+  FROM json_populate_recordset(NULL::contacts, $1::text::json)
+ON CONFLICT (owner_id, phone_number) DO UPDATE SET
+       name = EXCLUDED.name,
+       email = EXCLUDED.email,
+       notes = EXCLUDED.notes,
+       source_provider = EXCLUDED.source_provider,
+       external_id = EXCLUDED.external_id,
+       source_updated_at = EXCLUDED.source_updated_at";
+
+/// A page as the seed had to send it: one row per phone, the last record of the page with that phone
+/// (one statement cannot update a row twice: "ON CONFLICT DO UPDATE command cannot affect row a
+/// second time"), in the order of their first appearance.
+pub fn seed_page(page: &[Contact]) -> Vec<&Contact> {
+    let mut at: HashMap<&str, usize> = HashMap::with_capacity(page.len());
+    let mut out: Vec<&Contact> = Vec::with_capacity(page.len());
+    for c in page {
+        match at.get(c.phone.as_str()) {
+            Some(&i) => out[i] = c,
+            None => {
+                at.insert(c.phone.as_str(), out.len());
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// What one seed-shaped run did: wall time, statements, rows sent, rows of the pages dropped as
+/// duplicates within their page, and the rows left in `contacts`.
+#[derive(Debug, Clone, Default)]
+pub struct SeedRun {
+    pub secs: f64,
+    pub statements: u64,
+    pub sent: u64,
+    pub deduped: u64,
+    pub rows: u64,
+}
+
+/// Wall time of the seed-shaped peer: every fetched page upserted in one statement (de-duplicated
+/// by phone within the page first), no CRM.
+pub async fn seed_batch_run(stack: &Stack, pages: &[Vec<Contact>]) -> Result<SeedRun, Error> {
+    let d = stack.deploy().await?;
+    let client = crmsync_testkit::connect(&d.db_url).await;
+    let owner = Uuid::new_v4().to_string();
+    // The JSON bodies are made before the clock starts (PostgREST gets them from the client).
+    let mut run = SeedRun::default();
+    let mut bodies = Vec::with_capacity(pages.len());
+    for page in pages.iter().filter(|p| !p.is_empty()) {
+        let rows = seed_page(page);
+        run.deduped += (page.len() - rows.len()) as u64;
+        run.sent += rows.len() as u64;
+        let body: Vec<Value> = rows
+            .iter()
+            .map(|c| {
+                json!({
+                    "owner_id": owner,
+                    "name": c.display_name(),
+                    "phone_number": c.phone.as_str(),
+                    "email": c.email,
+                    "notes": c.notes,
+                    "source_provider": c.source.as_str(),
+                    "external_id": c.external_id,
+                    "source_updated_at": c.updated_at.map(|t| t.to_rfc3339()),
+                })
+            })
+            .collect();
+        bodies.push(Value::Array(body).to_string());
+    }
+    let stmt = client.prepare(SEED_UPSERT).await?;
+    let started = Instant::now();
+    for body in &bodies {
+        client.execute(&stmt, &[body]).await?;
+        run.statements += 1;
+    }
+    run.secs = started.elapsed().as_secs_f64();
+    run.rows = count_rows(&d.db_url).await?;
+    drop(client);
+    stack.drop_deployment(&d).await?;
+    Ok(run)
 }

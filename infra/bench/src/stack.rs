@@ -35,6 +35,7 @@ pub struct Stack {
     pub aws: aws_config::SdkConfig,
     pub table: String,
     sandbox: Child,
+    sandbox_config: PathBuf,
     pub sandbox_url: String,
     watchdog: Option<Child>,
     pub http: reqwest::Client,
@@ -45,12 +46,14 @@ pub fn bench_dir() -> PathBuf {
     home.join(".cache/crmsync/bench")
 }
 
-/// Where the Postgres cluster lives: under [`bench_dir`], unless we are root and the `postgres` OS
-/// user that then runs the server cannot reach it (a home directory closed to others); then under
-/// the system's temporary directory.
+/// Where this run's Postgres cluster lives, a directory of its own (named after this process, so
+/// that two runs at once never share, stop or remove each other's cluster): under [`bench_dir`],
+/// unless we are root and the `postgres` OS user that then runs the server cannot reach it (a home
+/// directory closed to others); then under the system's temporary directory. Removed at the end.
 fn pg_dir() -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let preferred = bench_dir().join("pg");
+    let name = format!("pg-{}", std::process::id());
+    let preferred = bench_dir().join(&name);
     let reachable = !is_root()
         || preferred.ancestors().skip(1).all(|dir| {
             std::fs::metadata(dir).map_or(true, |m| m.permissions().mode() & 0o001 != 0)
@@ -58,7 +61,7 @@ fn pg_dir() -> PathBuf {
     if reachable {
         preferred
     } else {
-        std::env::temp_dir().join("crmsync-bench-pg")
+        std::env::temp_dir().join(format!("crmsync-bench-{name}"))
     }
 }
 
@@ -110,7 +113,7 @@ fn sh(command: &str) {
 }
 
 impl Stack {
-    /// Starts Postgres (cluster in `~/.cache/crmsync/bench/pg`, made afresh), moto and the sandbox
+    /// Starts Postgres (cluster in a directory of this run, see [`pg_dir`]), moto and the sandbox
     /// binary found in `bin_dir`, on free ports.
     pub async fn start(bin_dir: &Path) -> Result<Stack, Error> {
         let dir = bench_dir();
@@ -123,7 +126,8 @@ impl Stack {
             )
             .into());
         }
-        let config = dir.join("sandbox.json");
+        let pid = std::process::id();
+        let config = dir.join(format!("sandbox-{pid}.json"));
         std::fs::write(
             &config,
             json!({
@@ -133,11 +137,11 @@ impl Stack {
             })
             .to_string(),
         )?;
-        let log = std::fs::File::create(dir.join("sandbox.log"))?;
+        let log = std::fs::File::create(dir.join(format!("sandbox-{pid}.log")))?;
         let log_err = log.try_clone()?;
         let pg_dir = pg_dir();
         if pg_dir.exists() {
-            // A previous run that died: stop its server, start clean.
+            // A dead run of the same process id: stop its server, start clean.
             if let Some(stop) = pg_stop_command(&pg_dir.join("data")) {
                 sh(&stop);
             }
@@ -202,7 +206,11 @@ impl Stack {
         if let Some(stop) = pg_stop_command(&pg_dir.join("data")) {
             cleanup.push_str(&stop);
         }
-        cleanup.push_str(&format!("; rm -rf '{}'", pg_dir.display()));
+        cleanup.push_str(&format!(
+            "; rm -rf '{}' '{}'",
+            pg_dir.display(),
+            config.display()
+        ));
         let watchdog = {
             use std::os::unix::process::CommandExt;
             Command::new("sh")
@@ -233,6 +241,7 @@ impl Stack {
             aws,
             table,
             sandbox,
+            sandbox_config: config,
             sandbox_url: format!("http://127.0.0.1:{sandbox_port}"),
             watchdog,
             http: reqwest::Client::builder()
@@ -373,6 +382,7 @@ impl Stack {
         }
         self.pg.stop();
         let _ = std::fs::remove_dir_all(&self.pg_dir);
+        let _ = std::fs::remove_file(&self.sandbox_config);
     }
 }
 
