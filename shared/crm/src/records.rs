@@ -23,6 +23,14 @@ pub(crate) fn id_at(v: &Value, keys: &[&str]) -> Option<String> {
     keys.iter().find_map(|k| v.get(*k).and_then(id_of))
 }
 
+/// The list under `key` of `body`, moved out of it (`None` when it is not a list).
+pub(crate) fn take_list(body: &mut Value, key: &str) -> Option<Vec<Value>> {
+    match body.get_mut(key)?.take() {
+        Value::Array(list) => Some(list),
+        _ => None,
+    }
+}
+
 /// Whether a request body has nothing to send (`{}`).
 pub(crate) fn is_empty(body: &Value) -> bool {
     body.as_object().is_some_and(|m| m.is_empty())

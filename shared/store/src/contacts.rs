@@ -109,7 +109,7 @@ INSERT INTO contacts (owner_id, name, phone_number, email, notes, source_provide
 SELECT $1, COALESCE(u.name, u.email, u.phone), u.phone, u.email, u.notes, $2, u.ext, u.updated
   FROM crmsync_batch u
 ON CONFLICT (owner_id, phone_number) DO NOTHING
-RETURNING id";
+RETURNING id, phone_number";
 
 /// The contacts the batch's sources pointed at before, where the record's phone changed since.
 ///
@@ -284,6 +284,8 @@ pub(crate) async fn write_sources_in(
     let mut report = UpsertReport::default();
     let mut concerned: HashSet<Uuid> = HashSet::new();
     let mut inserted: HashSet<Uuid> = HashSet::new();
+    // New contacts whose fields are already what their sources say (see below).
+    let mut settled: HashSet<Uuid> = HashSet::new();
 
     if !live.is_empty() {
         let phones: HashSet<&str> = live.iter().map(|c| c.phone.as_str()).collect();
@@ -320,8 +322,20 @@ pub(crate) async fn write_sources_in(
                 .await?;
         }
         writer.finish().await?;
+        // A contact this statement created for a phone only one record of the batch has holds exactly
+        // that record's fields, and that record is its only source: recomputing it from its sources
+        // would change nothing, so it is left out (on a first sync, that is every contact).
+        let mut phone_count: HashMap<&str, u32> = HashMap::with_capacity(n);
+        for (_, c) in &records {
+            *phone_count.entry(c.phone.as_str()).or_default() += 1;
+        }
         for row in tx.query(INSERT_CONTACTS, &[&owner, &provider_name]).await? {
-            inserted.insert(row.get(0));
+            let id: Uuid = row.get(0);
+            let phone: &str = row.get(1);
+            inserted.insert(id);
+            if phone_count.get(phone) == Some(&1) {
+                settled.insert(id);
+            }
         }
         for row in tx.query(MOVED_FROM, &[&integration_id]).await? {
             concerned.insert(row.get(0));
@@ -336,11 +350,14 @@ pub(crate) async fn write_sources_in(
         for row in &rows {
             if row.get::<_, bool>(1) {
                 changed_sources += 1;
-                concerned.insert(row.get(0));
+                let id: Uuid = row.get(0);
+                if !settled.contains(&id) {
+                    concerned.insert(id);
+                }
             }
         }
         report.unchanged = n as u64 - changed_sources;
-        concerned.extend(inserted.iter().copied());
+        concerned.extend(inserted.difference(&settled).copied());
     }
 
     if !gone.is_empty() {

@@ -123,8 +123,9 @@ impl Crm for FollowUpBossClient {
             }
             other => other?,
         };
-        let body = self.conn.json(&reply)?;
-        let records = people(body).ok_or_else(|| self.conn.shape_error("a people list"))?;
+        let mut body = self.conn.into_json(reply)?;
+        let records = people(&mut body).ok_or_else(|| self.conn.shape_error("a people list"))?;
+        let body = &body;
         // Newest first: the page that reaches the stored changes is the last one needed.
         let reached_since = since.is_some_and(|since| {
             records
@@ -193,7 +194,7 @@ impl Crm for FollowUpBossClient {
         query.extend([("fields", "allFields"), ("limit", FIND_LIMIT)]);
         let url = self.conn.url(&self.api_base, &["people"], &query)?;
         let reply = self.conn.get("people.list", url).await?;
-        let records = people(self.conn.json(&reply)?)
+        let records = people(&mut self.conn.into_json(reply)?)
             .ok_or_else(|| self.conn.shape_error("a people list"))?;
         Ok(first_match(&records, &["id"], phone, region))
     }
@@ -259,8 +260,8 @@ impl Crm for FollowUpBossClient {
 }
 
 /// The `people` of a list answer.
-fn people(body: &Value) -> Option<Vec<Value>> {
-    body.get("people").and_then(Value::as_array).cloned()
+fn people(body: &mut Value) -> Option<Vec<Value>> {
+    crate::records::take_list(body, "people")
 }
 
 /// `_metadata.next`, or the `next` parameter of `_metadata.nextLink`.

@@ -55,8 +55,9 @@ impl Crm for LoftyClient {
         }
         let url = self.conn.url(&self.api_base, &["v1.0", "leads"], &query)?;
         let reply = self.conn.get("leads.list", url).await?;
-        let body = self.conn.json(&reply)?;
-        let records = leads(body).ok_or_else(|| self.conn.shape_error("a leads list"))?;
+        let mut body = self.conn.into_json(reply)?;
+        let records = leads(&mut body).ok_or_else(|| self.conn.shape_error("a leads list"))?;
+        let body = &body;
         let next_token = scroll_id(body);
         // Followed while it comes back with records: the page-size cap is unconfirmed (25 vs
         // 100), so a short page with a scrollId is not taken as the last one.
@@ -109,8 +110,8 @@ impl Crm for LoftyClient {
         query.push(("limit", FIND_LIMIT));
         let url = self.conn.url(&self.api_base, &["v1.0", "leads"], &query)?;
         let reply = self.conn.get("leads.list", url).await?;
-        let records =
-            leads(self.conn.json(&reply)?).ok_or_else(|| self.conn.shape_error("a leads list"))?;
+        let mut body = self.conn.into_json(reply)?;
+        let records = leads(&mut body).ok_or_else(|| self.conn.shape_error("a leads list"))?;
         Ok(first_match(&records, ID_KEYS, phone, region))
     }
 
@@ -169,8 +170,8 @@ impl Crm for LoftyClient {
 }
 
 /// The `leads` of a list answer.
-fn leads(body: &Value) -> Option<Vec<Value>> {
-    body.get("leads").and_then(Value::as_array).cloned()
+fn leads(body: &mut Value) -> Option<Vec<Value>> {
+    crate::records::take_list(body, "leads")
 }
 
 /// The scroll cursor, from `_metadata` (what integrators read) or `get_metadata` (what the

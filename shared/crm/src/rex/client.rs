@@ -44,7 +44,7 @@ impl RexClient {
             .conn
             .send(route, Method::POST, url, Some(body), true)
             .await?;
-        rows(&reply).ok_or_else(|| self.conn.shape_error("search rows"))
+        rows(reply).ok_or_else(|| self.conn.shape_error("search rows"))
     }
 
     fn rex_contacts_url(&self) -> Result<Url, CrmError> {
@@ -278,9 +278,18 @@ fn one_second(records: &[Value]) -> Option<i64> {
 }
 
 /// The rows of a search answer: `result.rows`, or `result` itself when it is a list.
-fn rows(reply: &Reply) -> Option<Vec<Value>> {
-    let result = reply.json.as_ref()?.get("result")?;
-    result.get("rows").unwrap_or(result).as_array().cloned()
+fn rows(reply: Reply) -> Option<Vec<Value>> {
+    let mut result = match reply.json? {
+        Value::Object(mut body) => body.remove("result")?,
+        _ => return None,
+    };
+    if let Some(rows) = result.get_mut("rows") {
+        result = rows.take();
+    }
+    match result {
+        Value::Array(rows) => Some(rows),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

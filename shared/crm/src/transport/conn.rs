@@ -168,6 +168,16 @@ impl Conn {
         })
     }
 
+    /// The reply's JSON body, taken out of it (a list's records are moved, not copied).
+    pub(crate) fn into_json(&self, reply: Reply) -> Result<Value, CrmError> {
+        reply.json.ok_or_else(|| {
+            CrmError::Decode(format!(
+                "{} answered without a JSON body",
+                self.provider().label()
+            ))
+        })
+    }
+
     pub(crate) fn shape_error(&self, what: &str) -> CrmError {
         CrmError::Decode(format!(
             "{} answered without {what}",
