@@ -123,7 +123,7 @@ impl Crm for FollowUpBossClient {
             }
             other => other?,
         };
-        let mut body = self.conn.into_json(reply)?;
+        let mut body = self.conn.owned_json(reply)?;
         let records = people(&mut body).ok_or_else(|| self.conn.shape_error("a people list"))?;
         let body = &body;
         // Newest first: the page that reaches the stored changes is the last one needed.
@@ -194,7 +194,7 @@ impl Crm for FollowUpBossClient {
         query.extend([("fields", "allFields"), ("limit", FIND_LIMIT)]);
         let url = self.conn.url(&self.api_base, &["people"], &query)?;
         let reply = self.conn.get("people.list", url).await?;
-        let records = people(&mut self.conn.into_json(reply)?)
+        let records = people(&mut self.conn.owned_json(reply)?)
             .ok_or_else(|| self.conn.shape_error("a people list"))?;
         Ok(first_match(&records, &["id"], phone, region))
     }

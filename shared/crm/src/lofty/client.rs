@@ -55,7 +55,7 @@ impl Crm for LoftyClient {
         }
         let url = self.conn.url(&self.api_base, &["v1.0", "leads"], &query)?;
         let reply = self.conn.get("leads.list", url).await?;
-        let mut body = self.conn.into_json(reply)?;
+        let mut body = self.conn.owned_json(reply)?;
         let records = leads(&mut body).ok_or_else(|| self.conn.shape_error("a leads list"))?;
         let body = &body;
         let next_token = scroll_id(body);
@@ -110,7 +110,7 @@ impl Crm for LoftyClient {
         query.push(("limit", FIND_LIMIT));
         let url = self.conn.url(&self.api_base, &["v1.0", "leads"], &query)?;
         let reply = self.conn.get("leads.list", url).await?;
-        let mut body = self.conn.into_json(reply)?;
+        let mut body = self.conn.owned_json(reply)?;
         let records = leads(&mut body).ok_or_else(|| self.conn.shape_error("a leads list"))?;
         Ok(first_match(&records, ID_KEYS, phone, region))
     }

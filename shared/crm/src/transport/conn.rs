@@ -169,7 +169,7 @@ impl Conn {
     }
 
     /// The reply's JSON body, taken out of it (a list's records are moved, not copied).
-    pub(crate) fn into_json(&self, reply: Reply) -> Result<Value, CrmError> {
+    pub(crate) fn owned_json(&self, reply: Reply) -> Result<Value, CrmError> {
         reply.json.ok_or_else(|| {
             CrmError::Decode(format!(
                 "{} answered without a JSON body",
