@@ -1233,14 +1233,10 @@ async fn webhooks_create(State(app): State<App>, headers: HeaderMap, body: Bytes
                 "The maximum number of webhooks for this event has been reached.",
             );
         }
-        let id = st.hooks.add("", &event, &url);
+        let hook = st.hooks.add(1, &event, &url, None);
         // Changes from now on are told.
         st.store.watch(true);
-        let hook = st.hooks.list.iter().find(|h| h.id == id).cloned();
-        match hook {
-            Some(h) => json(StatusCode::CREATED, &hook_out(st, &h)),
-            None => err(StatusCode::INTERNAL_SERVER_ERROR, "webhook lost"),
-        }
+        json(StatusCode::CREATED, &hook_out(st, &hook))
     })
 }
 
@@ -1328,10 +1324,10 @@ pub(crate) fn webhook_requests(
                 ids.push(c.id);
             }
         }
-        for chunk in ids.chunks(max_ids.max(1)) {
+        for chunk in ids.chunks(hook.limit.unwrap_or(max_ids).max(1)) {
             let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
             let body = json!({
-                "eventId": uuid_like(),
+                "eventId": crate::util::guid(),
                 "eventCreated": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 "event": hook.event,
                 "resourceIds": chunk,
@@ -1349,19 +1345,4 @@ pub(crate) fn webhook_requests(
         }
     }
     out
-}
-
-/// A random version-4 UUID in text.
-fn uuid_like() -> String {
-    let b: [u8; 16] = rand::random();
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-4{}-{}{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        ["8", "9", "a", "b"][(b[8] & 3) as usize],
-        &h[17..20],
-        &h[20..32]
-    )
 }

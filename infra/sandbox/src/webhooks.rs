@@ -25,6 +25,8 @@ pub(crate) struct Hook {
     /// The CRM's name of the event (FUB `peopleUpdated`), or of the list (Lofty `2`).
     pub event: String,
     pub url: String,
+    /// Changes one delivery tells at most (Lofty's `limit`); `None`: `webhooks.max_ids`.
+    pub limit: Option<usize>,
     pub created_ms: i64,
 }
 
@@ -55,17 +57,25 @@ pub(crate) struct Hooks {
 const KEEP_DELIVERED: usize = 1000;
 
 impl Hooks {
-    /// Adds a subscription; returns its id (`prefix` + a number).
-    pub(crate) fn add(&mut self, prefix: &str, event: &str, url: &str) -> String {
+    /// Adds a subscription; returns it. Ids are `first_id`, `first_id + 1`, …
+    pub(crate) fn add(
+        &mut self,
+        first_id: u64,
+        event: &str,
+        url: &str,
+        limit: Option<usize>,
+    ) -> Hook {
+        let id = (first_id + self.next_id).to_string();
         self.next_id += 1;
-        let id = format!("{prefix}{}", self.next_id);
-        self.list.push(Hook {
-            id: id.clone(),
+        let hook = Hook {
+            id,
             event: event.to_owned(),
             url: url.to_owned(),
+            limit,
             created_ms: now_ms(),
-        });
-        id
+        };
+        self.list.push(hook.clone());
+        hook
     }
 
     /// Removes a subscription; whether it existed.
@@ -119,8 +129,18 @@ fn outgoing(app: &App, p: Provider, cfg: &WebhookConfig) -> Vec<Outgoing> {
             let changes = take(&st.hooks, &mut st.store);
             crate::fub::webhook_requests(app, st, &changes, cfg.max_ids)
         }
-        // REX and Lofty webhooks are not simulated yet.
-        Provider::Rex | Provider::Lofty => Vec::new(),
+        Provider::Lofty => {
+            let mut guard = lock(&app.lofty);
+            let st = &mut *guard;
+            let changes = take(&st.hooks, &mut st.store);
+            crate::lofty::webhook_requests(st, &changes)
+        }
+        Provider::Rex => {
+            let mut guard = lock(&app.rex);
+            let st = &mut *guard;
+            let changes = take(&st.hooks, &mut st.store);
+            crate::rex::webhook_requests(st, &changes, cfg.max_ids)
+        }
     }
 }
 
@@ -202,7 +222,8 @@ async fn deliver(
     };
     match p {
         Provider::Fub => lock(&app.fub).hooks.record(d),
-        Provider::Rex | Provider::Lofty => {}
+        Provider::Lofty => lock(&app.lofty).hooks.record(d),
+        Provider::Rex => lock(&app.rex).hooks.record(d),
     }
 }
 
@@ -216,6 +237,7 @@ pub(crate) fn describe(app: &App, p: Provider) -> serde_json::Value {
     };
     match p {
         Provider::Fub => view(&lock(&app.fub).hooks),
-        Provider::Rex | Provider::Lofty => view(&Hooks::default()),
+        Provider::Lofty => view(&lock(&app.lofty).hooks),
+        Provider::Rex => view(&lock(&app.rex).hooks),
     }
 }
