@@ -63,6 +63,37 @@ pub struct SandboxConfig {
     pub rex: RexConfig,
     pub fub: FubConfig,
     pub lofty: LoftyConfig,
+    pub webhooks: WebhookConfig,
+}
+
+/// How the sandbox delivers webhooks (`crate::webhooks`). The CRMs' own schedules are hours long
+/// ("retried 5 times over 8 hours", crm-apis §1.6); the sandbox keeps their shape on a shorter clock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Changes are gathered this long and sent together (FUB: "large batch updates may be split
+    /// across requests", so one request may name several records).
+    pub batch_ms: u64,
+    /// Records one request names at most.
+    pub max_ids: usize,
+    /// The receiver must answer 2xx within this (FUB: 10 s, crm-apis §1.6).
+    pub deadline_ms: u64,
+    /// Further attempts after a failed one (FUB: 5).
+    pub retries: u32,
+    /// Delay before the first retry, doubling after each.
+    pub retry_base_ms: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            batch_ms: 250,
+            max_ids: 100,
+            deadline_ms: 10_000,
+            retries: 5,
+            retry_base_ms: 1_000,
+        }
+    }
 }
 
 impl Default for SandboxConfig {
@@ -73,6 +104,7 @@ impl Default for SandboxConfig {
             rex: RexConfig::default(),
             fub: FubConfig::default(),
             lofty: LoftyConfig::default(),
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -273,6 +305,9 @@ pub struct FubConfig {
     /// the `FUB-Account-ID` / `FUB-User-ID` response headers).
     pub account_id: u64,
     pub user_id: u64,
+    /// Webhooks one system may register per event. Public code enforces a cap it calls
+    /// `MAX_WEBHOOKS_PER_EVENT`; a third party says 2 (crm-apis §1.6): the harsher 2.
+    pub webhooks_per_event: u32,
 }
 
 impl Default for FubConfig {
@@ -303,6 +338,7 @@ impl Default for FubConfig {
             keyset_for_all_sorts: false,
             account_id: 1,
             user_id: 1,
+            webhooks_per_event: 2,
         }
     }
 }

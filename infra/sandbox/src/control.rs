@@ -54,6 +54,7 @@ pub(crate) fn routes() -> Router<App> {
             post(record_restore),
         )
         .route("/_sandbox/{provider}/touch", post(touch))
+        .route("/_sandbox/{provider}/webhooks", get(webhooks))
         .route("/_sandbox/{provider}/expire-tokens", post(expire_one))
         .route("/_sandbox/revoke-grants", post(revoke_grants_all))
         .route(
@@ -848,5 +849,13 @@ async fn tokens(State(app): State<App>, Path(p): Path<String>, body: Bytes) -> R
         Provider::Lofty => {
             bad("Lofty uses API keys (Authorization: token <key>), not OAuth tokens")
         }
+    }
+}
+
+/// The provider's webhook subscriptions and its last deliveries (what the receiver answered).
+async fn webhooks(State(app): State<App>, Path(p): Path<String>) -> Response {
+    match provider(&p) {
+        Ok(p) => json(StatusCode::OK, &crate::webhooks::describe(&app, p)),
+        Err(r) => r,
     }
 }

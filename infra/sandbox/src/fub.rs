@@ -16,11 +16,13 @@ use crate::datagen::{FullName, FullRec, Point, Text};
 use crate::limits::{SlidingWindow, Verdict};
 use crate::oauth::{self, Flavor, OAuthState, TokenCheck, TokenEvent};
 use crate::reqlog::{add, bump};
+use crate::store::{Change, ChangeKind};
 use crate::store::{Cursor, IdScheme, ListQuery, Rec, RecordState, SortField, StateFilter, Store};
 use crate::util::{
     IsoSecs, b64_decode_lenient, b64url, header_str, json, json_bytes, lock, now_ms, parse_time,
     qget, query_pairs, secret_eq, set_header, to_json_sized, val_string, val_u64,
 };
+use crate::webhooks::{Hooks, Outgoing, callback_allowed};
 
 pub(crate) struct FubState {
     pub cfg: FubConfig,
@@ -28,6 +30,7 @@ pub(crate) struct FubState {
     pub oauth: OAuthState,
     rl_global: SlidingWindow,
     rl_events: SlidingWindow,
+    pub hooks: Hooks,
 }
 
 pub(crate) fn new_store() -> Store {
@@ -49,6 +52,7 @@ impl FubState {
             oauth: OAuthState::default(),
             rl_global: SlidingWindow::default(),
             rl_events: SlidingWindow::default(),
+            hooks: Hooks::default(),
         }
     }
 
@@ -89,6 +93,11 @@ pub(crate) fn routes() -> Router<App> {
         .route("/fub/v1/events", post(events))
         .route("/fub/v1/me", get(me))
         .route("/fub/v1/identity", get(identity))
+        .route("/fub/v1/webhooks", get(webhooks_list).post(webhooks_create))
+        .route(
+            "/fub/v1/webhooks/{id}",
+            get(webhooks_get).delete(webhooks_delete),
+        )
 }
 
 fn err(status: StatusCode, msg: &str) -> Response {
@@ -955,7 +964,14 @@ async fn people_update(
         } else {
             now_ms()
         };
-        st.store.modify(pos, t, |f| {
+        // Webhooks (§1.6): a PUT that only moves the stage is `peopleStageUpdated`, not `peopleUpdated`
+        // (a move into or out of the trash is told by `set_state` below).
+        let told = match (p.stage.is_some() && !other, moves) {
+            (false, _) => Some(ChangeKind::Updated),
+            (true, false) => Some(ChangeKind::Stage),
+            (true, true) => None,
+        };
+        st.store.modify_as(pos, t, told, |f| {
             if let Some(x) = &p.first {
                 f.first = x.clone().into();
             }
@@ -1136,4 +1152,197 @@ async fn identity(State(app): State<App>, headers: HeaderMap) -> Response {
             }),
         )
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Webhooks (crm-apis §1.6)
+
+/// The people events a subscription can name (crm-apis §1.6; the other families are not simulated and
+/// are refused).
+const PEOPLE_EVENTS: &[&str] = &[
+    "peopleCreated",
+    "peopleUpdated",
+    "peopleDeleted",
+    "peopleTagsCreated",
+    "peopleStageUpdated",
+    "peopleRelationshipCreated",
+    "peopleRelationshipUpdated",
+    "peopleRelationshipDeleted",
+];
+
+/// The event a change of a person is told as. Trash is a stage (§1.3), so trashing or restoring a person
+/// is `peopleStageUpdated`. Whether FUB also sends `peopleUpdated` for it is not documented; the harsher
+/// reading is that it does not, so a receiver that wants to see trashings subscribes to both.
+fn event_of(kind: ChangeKind) -> &'static str {
+    match kind {
+        ChangeKind::Created => "peopleCreated",
+        ChangeKind::Updated => "peopleUpdated",
+        ChangeKind::Removed | ChangeKind::Restored | ChangeKind::Stage => "peopleStageUpdated",
+    }
+}
+
+/// Webhooks belong to a system (its `X-System-Key` signs them, §1.6): registering one without the
+/// system headers is refused even where other calls may omit them.
+fn require_system(headers: &HeaderMap) -> Result<(), Response> {
+    if header_str(headers, "x-system").is_none() || header_str(headers, "x-system-key").is_none() {
+        return Err(err(
+            StatusCode::FORBIDDEN,
+            "Webhooks are registered by a system: send X-System and X-System-Key.",
+        ));
+    }
+    Ok(())
+}
+
+fn hook_out(st: &FubState, h: &crate::webhooks::Hook) -> Value {
+    json!({
+        "id": h.id.parse::<u64>().unwrap_or_default(),
+        "event": h.event,
+        "url": h.url,
+        "status": "Active",
+        "system": st.cfg.system,
+    })
+}
+
+#[derive(Deserialize)]
+struct HookIn {
+    event: Option<String>,
+    url: Option<String>,
+}
+
+async fn webhooks_create(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = require_system(&headers) {
+        return r;
+    }
+    call(&app, &headers, Ctx::Global, |_, st| {
+        let Ok(b) = serde_json::from_slice::<HookIn>(&body) else {
+            return err(StatusCode::BAD_REQUEST, "Invalid JSON body.");
+        };
+        let Some(event) = b.event.filter(|e| PEOPLE_EVENTS.contains(&e.as_str())) else {
+            return err(StatusCode::BAD_REQUEST, "Invalid value for event.");
+        };
+        let Some(url) = b.url.filter(|u| callback_allowed(u)) else {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "Invalid value for url: an https:// address is required.",
+            );
+        };
+        let same = st.hooks.list.iter().filter(|h| h.event == event).count();
+        if same >= st.cfg.webhooks_per_event as usize {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "The maximum number of webhooks for this event has been reached.",
+            );
+        }
+        let hook = st.hooks.add(1, &event, &url, None);
+        // Changes from now on are told.
+        st.store.watch(true);
+        json(StatusCode::CREATED, &hook_out(st, &hook))
+    })
+}
+
+async fn webhooks_list(
+    State(app): State<App>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    call(&app, &headers, Ctx::Global, |_, st| {
+        let q = query_pairs(q.as_deref());
+        let event = qget(&q, "event");
+        let hooks: Vec<Value> = st
+            .hooks
+            .list
+            .iter()
+            .filter(|h| event.is_none_or(|e| h.event == e))
+            .map(|h| hook_out(st, h))
+            .collect();
+        json(StatusCode::OK, &json!({ "webhooks": hooks }))
+    })
+}
+
+async fn webhooks_get(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    call(&app, &headers, Ctx::Global, |_, st| {
+        match st.hooks.list.iter().find(|h| h.id == id.trim()) {
+            Some(h) => json(StatusCode::OK, &hook_out(st, h)),
+            None => err(StatusCode::NOT_FOUND, "Webhook not found."),
+        }
+    })
+}
+
+async fn webhooks_delete(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = require_system(&headers) {
+        return r;
+    }
+    call(&app, &headers, Ctx::Global, |_, st| {
+        if st.hooks.remove(id.trim()) {
+            st.store.watch(!st.hooks.list.is_empty());
+            json(StatusCode::OK, &json!({}))
+        } else {
+            err(StatusCode::NOT_FOUND, "Webhook not found.")
+        }
+    })
+}
+
+/// `FUB-Signature`: lowercase hex HMAC-SHA256 keyed with the system's `X-System-Key` over the base64 of
+/// the body's bytes (crm-apis §1.6).
+pub(crate) fn signature(system_key: &str, body: &[u8]) -> String {
+    use hmac::{KeyInit as _, Mac as _};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(system_key.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(
+        base64::engine::general_purpose::STANDARD
+            .encode(body)
+            .as_bytes(),
+    );
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The deliveries `changes` make: per subscription, one request per event and up to `max_ids` people,
+/// thin as FUB's are (`{eventId, eventCreated, event, resourceIds, uri}`, §1.6): the receiver reads the
+/// people back through `uri`.
+pub(crate) fn webhook_requests(
+    app: &App,
+    st: &FubState,
+    changes: &[Change],
+    max_ids: usize,
+) -> Vec<Outgoing> {
+    let mut out = Vec::new();
+    if changes.is_empty() {
+        return out;
+    }
+    for hook in &st.hooks.list {
+        let mut ids: Vec<u64> = Vec::new();
+        for c in changes {
+            if event_of(c.kind) == hook.event && !ids.contains(&c.id) {
+                ids.push(c.id);
+            }
+        }
+        for chunk in ids.chunks(hook.limit.unwrap_or(max_ids).max(1)) {
+            let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
+            let body = json!({
+                "eventId": crate::util::guid(),
+                "eventCreated": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                "event": hook.event,
+                "resourceIds": chunk,
+                "uri": format!("http://{}/fub/v1/people?id={}", app.local_addr, list.join(",")),
+            });
+            let body = serde_json::to_vec(&body).unwrap_or_default();
+            out.push(Outgoing {
+                hook_id: hook.id.clone(),
+                event: hook.event.clone(),
+                url: hook.url.clone(),
+                ids: chunk.to_vec(),
+                headers: vec![("fub-signature", signature(&st.cfg.system_key, &body))],
+                body,
+            });
+        }
+    }
+    out
 }

@@ -31,6 +31,7 @@ mod reqlog;
 mod rex;
 mod store;
 mod util;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +53,7 @@ use tower::ServiceExt as _;
 pub use config::{
     DuplicateEmailCreate, EventPhoneMatch, FaultConfig, FubConfig, JsonContentTypeRule,
     LoftyConfig, OAuthClient, PhoneSearch, PrimaryFlag, Provider, RexConfig, SandboxConfig,
+    WebhookConfig,
 };
 pub use datagen::DEFAULT_SEED_END_MS;
 pub use store::RecordState;
@@ -73,6 +75,7 @@ pub(crate) struct Shared {
     pub(crate) lofty: Mutex<lofty::LoftyState>,
     pub(crate) faults: [Mutex<FaultState>; 3],
     pub(crate) log: Mutex<RequestLog>,
+    webhooks: Mutex<WebhookConfig>,
     stats: [ProviderStats; 3],
     started: Instant,
     pub(crate) local_addr: SocketAddr,
@@ -104,6 +107,7 @@ impl Shared {
                 Mutex::new(FaultState::new(FaultConfig::default())),
             ],
             log: Mutex::new(RequestLog::new(cfg.request_log_capacity)),
+            webhooks: Mutex::new(cfg.webhooks.clone()),
             stats: Default::default(),
             started: Instant::now(),
             local_addr,
@@ -113,6 +117,10 @@ impl Shared {
 
     pub(crate) fn auto_approve(&self) -> bool {
         self.auto_approve.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn webhook_config(&self) -> WebhookConfig {
+        lock(&self.webhooks).clone()
     }
 
     pub(crate) fn stats(&self, p: Provider) -> &ProviderStats {
@@ -135,12 +143,14 @@ impl Shared {
             rex: lock(&self.rex).cfg.clone(),
             fub: lock(&self.fub).cfg.clone(),
             lofty: lock(&self.lofty).cfg.clone(),
+            webhooks: self.webhook_config(),
         }
     }
 
     pub(crate) fn set_config(&self, cfg: SandboxConfig) {
         self.auto_approve.store(cfg.auto_approve, Ordering::Relaxed);
         lock(&self.log).set_capacity(cfg.request_log_capacity);
+        *lock(&self.webhooks) = cfg.webhooks.clone();
         lock(&self.rex).cfg = cfg.rex;
         lock(&self.fub).cfg = cfg.fub;
         lock(&self.lofty).cfg = cfg.lofty;
@@ -586,6 +596,9 @@ async fn fallback(req: Request<Body>) -> Response {
 async fn serve_app(listener: TcpListener, app: App) {
     let router = build_router(app.clone());
     let mut conns = tokio::task::JoinSet::new();
+    // Dropped (and so stopped) with this task.
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(webhooks::run(app.clone()));
     loop {
         tokio::select! {
             accepted = listener.accept() => {

@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -18,16 +18,18 @@ use crate::config::{
 use crate::datagen::{FullRec, Point, Text};
 use crate::limits::FixedWindow;
 use crate::reqlog::{add, bump};
-use crate::store::{Cursor, IdScheme, ListQuery, Rec, RecordState, SortField, Store};
+use crate::store::{Change, Cursor, IdScheme, ListQuery, Rec, RecordState, SortField, Store};
 use crate::util::{
     b64_decode_lenient, b64url, fnv1a, header_str, json, json_bytes, lock, now_ms, qget,
     query_pairs, secret_eq, set_header, val_string,
 };
+use crate::webhooks::{Hooks, Outgoing, callback_allowed};
 
 pub(crate) struct LoftyState {
     pub cfg: LoftyConfig,
     pub store: Store,
     rl: HashMap<String, FixedWindow>,
+    pub hooks: Hooks,
 }
 
 pub(crate) fn new_store() -> Store {
@@ -47,6 +49,7 @@ impl LoftyState {
             cfg,
             store: new_store(),
             rl: HashMap::new(),
+            hooks: Hooks::default(),
         }
     }
 
@@ -63,6 +66,9 @@ pub(crate) fn routes() -> Router<App> {
             get(lead_get).put(lead_update).delete(lead_delete),
         )
         .route("/lofty/v1.0/me", get(me))
+        .route("/lofty/v1.0/webhook", post(webhook_create))
+        .route("/lofty/v1.0/webhooks", get(webhooks_list))
+        .route("/lofty/v1.0/webhook/{id}", delete(webhook_delete))
 }
 
 fn err(status: StatusCode, code: impl Into<Value>, msg: &str) -> Response {
@@ -753,4 +759,131 @@ async fn me(State(app): State<App>, headers: HeaderMap) -> Response {
             }),
         )
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Webhooks (crm-apis §2.5)
+
+/// The event types (`listId`) a subscription may name: 1 to 12. Only 2, Lead Info ("lead created,
+/// updated, or deleted"), is delivered here.
+const LIST_IDS: std::ops::RangeInclusive<u64> = 1..=12;
+const LEAD_INFO: u64 = 2;
+/// The vendor id a subscription reports (the sandbox's own).
+const VENDOR_ID: u64 = 9001;
+
+/// The subscription ids start here.
+const FIRST_SUBSCRIBE_ID: u64 = 1234;
+
+fn hook_out(st: &LoftyState, h: &crate::webhooks::Hook) -> Value {
+    json!({
+        "subscribeId": h.id.parse::<u64>().unwrap_or_default(),
+        "teamId": st.cfg.account_id,
+        "listId": h.event.parse::<u64>().unwrap_or_default(),
+        "callbackUrl": h.url,
+        "vendorId": VENDOR_ID,
+        "limit": h.limit.unwrap_or(100),
+    })
+}
+
+/// `POST /v1.0/webhook {"listId","callbackUrl","limit"?}` → the subscription (§2.5). `callbackUrl` must
+/// be HTTPS ("HTTP endpoints are rejected"; here also plain HTTP to this machine, for a local stack);
+/// `limit` is 1 to 5000, default 100.
+async fn webhook_create(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Response {
+    call(&app, &headers, Method::POST, |_, st| {
+        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+            return bad("PARAM_INVALID", "request body is not valid JSON.");
+        };
+        let Some(list_id) = v
+            .get("listId")
+            .and_then(Value::as_u64)
+            .filter(|l| LIST_IDS.contains(l))
+        else {
+            return bad("PARAM_INVALID", "listId must be one of 1 to 12.");
+        };
+        let Some(url) = v
+            .get("callbackUrl")
+            .and_then(Value::as_str)
+            .filter(|u| callback_allowed(u))
+        else {
+            return bad("PARAM_INVALID", "callbackUrl must be an HTTPS URL.");
+        };
+        let limit = match v.get("limit") {
+            None | Some(Value::Null) => 100,
+            Some(l) => match l.as_u64().filter(|l| (1..=5000).contains(l)) {
+                Some(l) => l as usize,
+                None => return bad("PARAM_INVALID", "limit must be between 1 and 5000."),
+            },
+        };
+        let hook = st
+            .hooks
+            .add(FIRST_SUBSCRIBE_ID, &list_id.to_string(), url, Some(limit));
+        if list_id == LEAD_INFO {
+            st.store.watch(true);
+        }
+        json(StatusCode::OK, &hook_out(st, &hook))
+    })
+}
+
+async fn webhooks_list(State(app): State<App>, headers: HeaderMap) -> Response {
+    call(&app, &headers, Method::GET, |_, st| {
+        let list: Vec<Value> = st.hooks.list.iter().map(|h| hook_out(st, h)).collect();
+        json(StatusCode::OK, &Value::Array(list))
+    })
+}
+
+async fn webhook_delete(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    call(&app, &headers, Method::DELETE, |_, st| {
+        if st.hooks.remove(id.trim()) {
+            let watched = st
+                .hooks
+                .list
+                .iter()
+                .any(|h| h.event == LEAD_INFO.to_string());
+            st.store.watch(watched);
+            json(StatusCode::OK, &json!({}))
+        } else {
+            err(
+                StatusCode::NOT_FOUND,
+                "SUBSCRIBE_NOT_EXIST",
+                "subscription does not exist.",
+            )
+        }
+    })
+}
+
+/// The deliveries `changes` make. Lofty documents only the fields every payload carries, `teamId` and
+/// `listId` (§2.5), and no signature: the harsher reading is that a delivery says only that leads of
+/// the team changed, so the receiver must find which. One delivery per `limit` changes. A lead created
+/// a moment ago may still be invisible when its delivery arrives (persistence is asynchronous, §2.2).
+pub(crate) fn webhook_requests(st: &LoftyState, changes: &[Change]) -> Vec<Outgoing> {
+    let mut out = Vec::new();
+    if changes.is_empty() {
+        return out;
+    }
+    let body = serde_json::to_vec(&json!({"teamId": st.cfg.account_id, "listId": LEAD_INFO}))
+        .unwrap_or_default();
+    for hook in st
+        .hooks
+        .list
+        .iter()
+        .filter(|h| h.event == LEAD_INFO.to_string())
+    {
+        let mut ids: Vec<u64> = changes.iter().map(|c| c.id).collect();
+        ids.dedup();
+        for chunk in ids.chunks(hook.limit.unwrap_or(100).max(1)) {
+            out.push(Outgoing {
+                hook_id: hook.id.clone(),
+                event: hook.event.clone(),
+                url: hook.url.clone(),
+                ids: chunk.to_vec(),
+                body: body.clone(),
+                headers: Vec::new(),
+            });
+        }
+    }
+    out
 }

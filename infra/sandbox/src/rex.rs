@@ -16,17 +16,20 @@ use crate::datagen::{FullName, FullRec, Point, Text};
 use crate::oauth::{self, AccessToken, Flavor, OAuthState, TokenCheck, TokenEvent};
 use crate::reqlog::{add, bump};
 use crate::store::{
-    IdScheme, ListQuery, Rec, RecordState, SortField, StateFilter, Store, phone_key,
+    Change, ChangeKind, IdScheme, ListQuery, Rec, RecordState, SortField, StateFilter, Store,
+    phone_key,
 };
 use crate::util::{
     AsStr, fnv1a, guid, header_str, json, json_bytes, lock, now_ms, query_pairs, secret_eq,
     set_header, to_json_sized, val_i64, val_str, val_string, val_u64,
 };
+use crate::webhooks::{Hooks, Outgoing, callback_allowed};
 
 pub(crate) struct RexState {
     pub cfg: RexConfig,
     pub store: Store,
     pub oauth: OAuthState,
+    pub hooks: Hooks,
 }
 
 pub(crate) fn new_store() -> Store {
@@ -46,6 +49,7 @@ impl RexState {
             cfg,
             store: new_store(),
             oauth: OAuthState::default(),
+            hooks: Hooks::default(),
         }
     }
 
@@ -319,7 +323,7 @@ async fn rpc(
     // granted `rex.read` only reads, and writes need `rex.write`.
     if matches!(
         (svc.as_str(), m.as_str()),
-        ("contacts", "create" | "update")
+        ("contacts", "create" | "update") | ("adminwebhooks", "create" | "purge")
     ) && !st.oauth.grants(tok, "rex.write")
     {
         return rex_error(
@@ -335,6 +339,8 @@ async fn rpc(
         ("contacts", "create") => create(&app, &mut st, &ctx),
         ("contacts", "update") => update(&app, &mut st, &ctx),
         ("authentication", "logout") => ok(true),
+        ("adminwebhooks", "create") => webhook_create(&mut st, &ctx),
+        ("adminwebhooks", "purge") => webhook_purge(&mut st, &ctx),
         _ => rex_error(
             &ctx,
             StatusCode::NOT_FOUND,
@@ -877,4 +883,133 @@ fn update(app: &App, st: &mut RexState, ctx: &Ctx) -> Response {
     bump(&app.stats(Provider::Rex).contacts_updated);
     let rec = st.store.rec(pos);
     ok(full_record(rec, &rec.full(), st.store.state_of(pos)))
+}
+
+// ---------------------------------------------------------------------------------------
+// Admin webhooks (crm-apis §3.6)
+
+/// The events whose deliveries the sandbox makes; other event ids are accepted and never sent.
+const CONTACTS_CREATED: &str = "contacts.created";
+const CONTACTS_UPDATED: &str = "contacts.updated";
+
+/// The subscription ids start here.
+const FIRST_WEBHOOK_ID: u64 = 4100;
+
+/// `AdminWebhooks::create {"data":{"name","url","is_enabled","send_format_id","events":[{"event_id"}]}}`
+/// → `result.id` (§3.6). The URL must be HTTPS (or plain HTTP to this machine).
+fn webhook_create(st: &mut RexState, ctx: &Ctx) -> Response {
+    let data = ctx.args.get("data");
+    let Some(url) = data
+        .and_then(|d| d.get("url"))
+        .and_then(Value::as_str)
+        .filter(|u| callback_allowed(u))
+    else {
+        return validation(ctx, "data.url must be an https URL");
+    };
+    let events: Vec<String> = data
+        .and_then(|d| d.get("events"))
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|e| e.get("event_id").and_then(Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if events.is_empty() {
+        return validation(ctx, "data.events must name at least one event_id");
+    }
+    let enabled = data
+        .and_then(|d| d.get("is_enabled"))
+        .is_none_or(|v| v.as_bool().unwrap_or(true));
+    // A disabled webhook is kept and sends nothing.
+    let told = if enabled {
+        events.join(",")
+    } else {
+        String::new()
+    };
+    let hook = st.hooks.add(FIRST_WEBHOOK_ID, &told, url, None);
+    st.store.watch(true);
+    ok(json!({"id": hook.id.parse::<u64>().unwrap_or_default()}))
+}
+
+/// `AdminWebhooks::purge {"id"}`.
+fn webhook_purge(st: &mut RexState, ctx: &Ctx) -> Response {
+    let Some(id) = ctx.args.get("id").and_then(val_u64) else {
+        return validation(ctx, "id is required");
+    };
+    if st.hooks.remove(&id.to_string()) {
+        st.store.watch(!st.hooks.list.is_empty());
+        ok(true)
+    } else {
+        rex_error(
+            ctx,
+            StatusCode::NOT_FOUND,
+            "NotFoundError",
+            "No such webhook",
+        )
+    }
+}
+
+/// The deliveries `changes` make: per subscription, one `POST` of `{"data":[event, …]}` with up to
+/// `max_ids` events, each `{id, type, created_at, payload:{format:"v1_full_change_detail", context:{account_id,
+/// service:"Contacts", record_id, triggered_by_user}, data:{pre, post, changes}}}` (§3.6) with the
+/// record in its webhook shape (times as integers, §3.5) as it is when the delivery is made. The sandbox
+/// does not compute `pre` and `changes` (null and `{}`): a receiver reads the record back. REX names only
+/// `contacts.created` and `contacts.updated`; archiving, trashing and recovering are not told (the
+/// harsher reading: a receiver learns of them from its reads). No signature is documented (§3.6), so
+/// none is sent.
+pub(crate) fn webhook_requests(st: &RexState, changes: &[Change], max_ids: usize) -> Vec<Outgoing> {
+    let mut out = Vec::new();
+    for hook in &st.hooks.list {
+        let wants: Vec<&str> = hook.event.split(',').collect();
+        let mut told: Vec<(u64, &'static str)> = Vec::new();
+        for c in changes {
+            let kind = match c.kind {
+                ChangeKind::Created => CONTACTS_CREATED,
+                ChangeKind::Updated | ChangeKind::Stage => CONTACTS_UPDATED,
+                ChangeKind::Removed | ChangeKind::Restored => continue,
+            };
+            if wants.contains(&kind) && !told.contains(&(c.id, kind)) {
+                told.push((c.id, kind));
+            }
+        }
+        for chunk in told.chunks(max_ids.max(1)) {
+            let events: Vec<Value> = chunk
+                .iter()
+                .filter_map(|(id, kind)| {
+                    let pos = st.store.pos_of(*id)?;
+                    let rec = st.store.rec(pos);
+                    let post = full_record(rec, &rec.full(), st.store.state_of(pos));
+                    Some(json!({
+                        "id": guid(),
+                        "type": kind,
+                        "created_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        "payload": {
+                            "format": "v1_full_change_detail",
+                            "context": {
+                                "account_id": st.cfg.account_id,
+                                "service": "Contacts",
+                                "record_id": id,
+                                "triggered_by_user": {"id": "1"},
+                            },
+                            "data": {"pre": null, "post": post, "changes": {}},
+                        },
+                    }))
+                })
+                .collect();
+            if events.is_empty() {
+                continue;
+            }
+            out.push(Outgoing {
+                hook_id: hook.id.clone(),
+                event: hook.event.clone(),
+                url: hook.url.clone(),
+                ids: chunk.iter().map(|(id, _)| *id).collect(),
+                body: serde_json::to_vec(&json!({ "data": events })).unwrap_or_default(),
+                headers: Vec::new(),
+            });
+        }
+    }
+    out
 }

@@ -358,6 +358,29 @@ pub(crate) struct Store {
     next_id: u64,
     id_rng: SplitMix64,
     ordinal: u32,
+    /// What happened to records since the webhook deliverer last looked (`crate::webhooks`):
+    /// kept only while the provider has a webhook subscribed.
+    journal: Option<Vec<Change>>,
+}
+
+/// What happened to a record, as a CRM's webhooks tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChangeKind {
+    Created,
+    Updated,
+    /// Archived or trashed.
+    Removed,
+    /// Out of the archive or the trash.
+    Restored,
+    /// Moved to another stage (FUB), other than into or out of the trash.
+    Stage,
+}
+
+/// One change of one record, for webhook deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Change {
+    pub id: u64,
+    pub kind: ChangeKind,
 }
 
 impl Store {
@@ -381,11 +404,40 @@ impl Store {
             next_id: ids.base,
             id_rng: SplitMix64::new(ids.salt),
             ordinal: 0,
+            journal: None,
         }
     }
 
     pub(crate) fn clear(&mut self) {
+        let watched = self.journal.is_some();
         *self = Store::new(self.res_ms, self.ids);
+        self.watch(watched);
+    }
+
+    /// Starts (or stops) keeping the changes a webhook deliverer takes with [`Store::take_changes`].
+    pub(crate) fn watch(&mut self, on: bool) {
+        match (on, &self.journal) {
+            (true, None) => self.journal = Some(Vec::new()),
+            (false, Some(_)) => self.journal = None,
+            _ => {}
+        }
+    }
+
+    /// The changes since the last call, oldest first.
+    pub(crate) fn take_changes(&mut self) -> Vec<Change> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn note(&mut self, pos: u32, kind: ChangeKind) {
+        if let Some(journal) = &mut self.journal {
+            journal.push(Change {
+                id: self.recs[pos as usize].id,
+                kind,
+            });
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -409,6 +461,11 @@ impl Store {
         let old = self.state_of(pos);
         if old == state {
             return;
+        }
+        if state.is_removed() && !old.is_removed() {
+            self.note(pos, ChangeKind::Removed);
+        } else if old.is_removed() && !state.is_removed() {
+            self.note(pos, ChangeKind::Restored);
         }
         if old.is_removed() {
             self.removed -= 1;
@@ -644,11 +701,24 @@ impl Store {
             self.by_created.insert(at, pos);
         }
         self.hash_indexes_add(pos);
+        self.note(pos, ChangeKind::Created);
         pos
     }
 
     /// Changes a record's data (materializing a seeded one) and sets its update time.
     pub(crate) fn modify(&mut self, pos: u32, updated: i64, f: impl FnOnce(&mut FullRec)) {
+        self.modify_as(pos, updated, Some(ChangeKind::Updated), f);
+    }
+
+    /// [`Store::modify`], told to webhooks as `kind` (`None`: as nothing; the state change that goes
+    /// with it is told by [`Store::set_state`]).
+    pub(crate) fn modify_as(
+        &mut self,
+        pos: u32,
+        updated: i64,
+        kind: Option<ChangeKind>,
+        f: impl FnOnce(&mut FullRec),
+    ) {
         let updated = self.trunc(updated);
         self.hash_indexes_remove(pos);
         self.index_remove_updated(pos);
@@ -667,6 +737,9 @@ impl Store {
         if self.states.contains_key(&pos) {
             self.invalidate_hidden();
         }
+        if let Some(kind) = kind {
+            self.note(pos, kind);
+        }
     }
 
     /// Sets only the update time.
@@ -678,6 +751,7 @@ impl Store {
         if self.states.contains_key(&pos) {
             self.invalidate_hidden();
         }
+        self.note(pos, ChangeKind::Updated);
     }
 
     /// Appends seeded records.

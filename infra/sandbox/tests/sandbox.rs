@@ -3108,3 +3108,483 @@ async fn revoked_grants_and_keys_and_account_ids() {
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(sb.revoke_api_keys(Provider::Lofty), 1);
 }
+
+// ---------------------------------------------------------------------------------------
+// Webhooks (crm-apis §1.6)
+
+/// What a webhook receiver got: each request's headers and body, in order.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(reqwest::header::HeaderMap, Vec<u8>)>>>;
+
+/// A receiver on a port of its own that answers 500 to its first `fail_first` requests, then 200.
+async fn receiver(fail_first: usize) -> (String, Received) {
+    use axum::routing::post;
+    let got: Received = Default::default();
+    let seen = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let seen = seen.clone();
+                async move {
+                    let mut list = seen.lock().unwrap();
+                    let n = list.len();
+                    let mut h = reqwest::header::HeaderMap::new();
+                    for (k, v) in &headers {
+                        if let (Ok(k), Ok(v)) = (
+                            reqwest::header::HeaderName::from_bytes(k.as_str().as_bytes()),
+                            reqwest::header::HeaderValue::from_bytes(v.as_bytes()),
+                        ) {
+                            h.insert(k, v);
+                        }
+                    }
+                    list.push((h, body.to_vec()));
+                    if n < fail_first {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, got)
+}
+
+/// The bodies received so far whose `event` is `event`, once at least `n` of them have arrived (5 s at most).
+async fn events_of(got: &Received, event: &str, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let bodies: Vec<Value> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, b)| serde_json::from_slice::<Value>(b).ok())
+            .filter(|v| v["event"] == event)
+            .collect();
+        if bodies.len() >= n || Instant::now() > deadline {
+            return bodies;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn fub_signature(key: &str, body: &[u8]) -> String {
+    use hmac::{KeyInit as _, Mac as _};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(
+        base64::engine::general_purpose::STANDARD
+            .encode(body)
+            .as_bytes(),
+    );
+    hex::encode(mac.finalize().into_bytes())
+}
+
+#[tokio::test]
+async fn fub_webhooks_are_registered_as_fub_registers_them() {
+    let sb = spawn().await;
+    let c = client();
+    let hooks = format!("{}/webhooks", sb.fub_api_base());
+    let subscribe = |event: &str, url: &str| {
+        fub(&c, reqwest::Method::POST, hooks.clone()).json(&json!({"event": event, "url": url}))
+    };
+    let r = subscribe("peopleUpdated", "https://example.com/a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let made = body(r).await;
+    assert_eq!(made["event"], "peopleUpdated");
+    assert!(made["id"].as_u64().is_some(), "{made}");
+    // A second subscription to the event is allowed; a third is over the cap (the harsher 2).
+    let r = subscribe("peopleUpdated", "https://example.com/b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = subscribe("peopleUpdated", "https://example.com/c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Plain HTTP only to this machine; unknown events refused.
+    let r = subscribe("peopleCreated", "http://example.com/a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = subscribe("contactsCreated", "https://example.com/a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // A webhook belongs to a system.
+    let r = c
+        .post(&hooks)
+        .basic_auth(FUB_KEY, Some(""))
+        .json(&json!({"event": "peopleCreated", "url": "https://example.com/a"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+
+    let r = fub(
+        &c,
+        reqwest::Method::GET,
+        format!("{hooks}?event=peopleUpdated"),
+    )
+    .send()
+    .await
+    .unwrap();
+    let listed = body(r).await;
+    assert_eq!(
+        listed["webhooks"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+    let id = made["id"].as_u64().unwrap();
+    let r = fub(&c, reqwest::Method::DELETE, format!("{hooks}/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let r = fub(&c, reqwest::Method::GET, format!("{hooks}/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn fub_webhooks_tell_each_change_thin_and_signed_and_retry_a_failed_delivery() {
+    let mut cfg = SandboxConfig::default();
+    cfg.webhooks.batch_ms = 50;
+    cfg.webhooks.retry_base_ms = 100;
+    let sb = spawn_with(cfg).await;
+    let c = client();
+    let (url, got) = receiver(1).await;
+    let hooks = format!("{}/webhooks", sb.fub_api_base());
+    for event in ["peopleCreated", "peopleUpdated", "peopleStageUpdated"] {
+        let r = fub(&c, reqwest::Method::POST, hooks.clone())
+            .json(&json!({"event": event, "url": url}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+
+    let people = format!("{}/people", sb.fub_api_base());
+    let r = fub(&c, reqwest::Method::POST, people.clone())
+        .json(&json!({"firstName": "Ada", "phones": [{"value": "+14155550100"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = body(r).await["id"].as_u64().unwrap();
+
+    // The first delivery was answered 500 and came again.
+    let created = events_of(&got, "peopleCreated", 2).await;
+    assert_eq!(created.len(), 2, "{created:?}");
+    assert_eq!(created[0], created[1], "a retry sends the same delivery");
+    let ev = &created[0];
+    assert_eq!(ev["resourceIds"], json!([id]));
+    assert!(
+        ev["eventId"].as_str().is_some_and(|s| s.len() == 36),
+        "{ev}"
+    );
+    assert!(ev.get("data").is_none(), "FUB's payloads are thin: {ev}");
+    // Signed with the system key over the base64 of the exact bytes.
+    for (headers, raw) in got.lock().unwrap().iter() {
+        let sig = headers
+            .get("fub-signature")
+            .and_then(|v| v.to_str().ok())
+            .unwrap();
+        assert_eq!(sig, fub_signature("sandbox-system-key", raw));
+    }
+    // The `uri` reads the person back.
+    let uri = ev["uri"].as_str().unwrap().to_owned();
+    let back = body(fub(&c, reqwest::Method::GET, uri).send().await.unwrap()).await;
+    assert_eq!(back["people"][0]["id"], json!(id), "{back}");
+
+    // An update is `peopleUpdated`; trashing is a stage change, told only as `peopleStageUpdated`.
+    let person = format!("{people}/{id}");
+    let r = fub(&c, reqwest::Method::PUT, person.clone())
+        .json(&json!({"lastName": "Lovelace"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let updated = events_of(&got, "peopleUpdated", 1).await;
+    assert_eq!(updated.len(), 1);
+    assert_eq!(updated[0]["resourceIds"], json!([id]));
+    let r = fub(&c, reqwest::Method::PUT, person)
+        .json(&json!({"stage": "Trash"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let staged = events_of(&got, "peopleStageUpdated", 1).await;
+    assert_eq!(staged.len(), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(events_of(&got, "peopleUpdated", 0).await.len(), 1);
+
+    // The control API shows the deliveries and what the receiver answered.
+    let seen = body(
+        c.get(sb.url("/_sandbox/fub/webhooks"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let first = &seen["deliveries"][0];
+    assert_eq!(first["attempts"], 2, "{seen}");
+    assert_eq!(first["ok"], true);
+}
+
+#[tokio::test]
+async fn fub_webhooks_name_many_changes_in_few_requests() {
+    let mut cfg = no_limits();
+    cfg.webhooks.batch_ms = 200;
+    cfg.webhooks.max_ids = 10;
+    let sb = spawn_with(cfg).await;
+    sb.seed(Provider::Fub, 7, 50);
+    let c = client();
+    let (url, got) = receiver(0).await;
+    let r = fub(
+        &c,
+        reqwest::Method::POST,
+        format!("{}/webhooks", sb.fub_api_base()),
+    )
+    .json(&json!({"event": "peopleUpdated", "url": url}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let touched = control_post(
+        &c,
+        &sb,
+        "/_sandbox/fub/touch",
+        json!({"count": 25, "seed": 1}),
+    )
+    .await;
+    let ids: BTreeSet<u64> = touched["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert_eq!(ids.len(), 25);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut told = BTreeSet::new();
+    let mut requests = 0;
+    while Instant::now() < deadline && told != ids {
+        let bodies = events_of(&got, "peopleUpdated", 0).await;
+        requests = bodies.len();
+        told = bodies
+            .iter()
+            .flat_map(|b| b["resourceIds"].as_array().cloned().unwrap_or_default())
+            .filter_map(|v| v.as_u64())
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(told, ids);
+    assert!(
+        (3..25).contains(&requests),
+        "{requests} requests for 25 changes of at most 10 ids each"
+    );
+}
+
+#[tokio::test]
+async fn lofty_lead_info_webhooks_say_only_that_the_team_changed() {
+    let mut cfg = no_limits();
+    cfg.webhooks.batch_ms = 50;
+    let sb = spawn_with(cfg).await;
+    let c = client();
+    let (url, got) = receiver(0).await;
+    let base = sb.lofty_api_base();
+    let subscribe =
+        |v: Value| lofty(&c, reqwest::Method::POST, format!("{base}/v1.0/webhook")).json(&v);
+    for refused in [
+        json!({"listId": 2, "callbackUrl": "http://example.com/hook"}),
+        json!({"listId": 13, "callbackUrl": url}),
+        json!({"listId": 2, "callbackUrl": url, "limit": 0}),
+        json!({"listId": 2, "callbackUrl": url, "limit": 5001}),
+    ] {
+        let r = subscribe(refused.clone()).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{refused}");
+    }
+    let r = subscribe(json!({"listId": 2, "callbackUrl": url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let sub = body(r).await;
+    assert_eq!(sub["listId"], 2);
+    assert_eq!(sub["limit"], 100);
+    assert_eq!(sub["teamId"], 2_000_001);
+    let listed = body(
+        lofty(&c, reqwest::Method::GET, format!("{base}/v1.0/webhooks"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    let r = lofty(&c, reqwest::Method::POST, format!("{base}/v1.0/leads"))
+        .json(&json!({"firstName": "Grace", "phones": ["4155550111"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.lock().unwrap().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (headers, raw) = got.lock().unwrap().first().cloned().expect("a delivery");
+    let v: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(v, json!({"teamId": 2_000_001, "listId": 2}));
+    assert!(headers.get("fub-signature").is_none());
+
+    let id = sub["subscribeId"].as_u64().unwrap();
+    let r = lofty(
+        &c,
+        reqwest::Method::DELETE,
+        format!("{base}/v1.0/webhook/{id}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let before = got.lock().unwrap().len();
+    let r = lofty(&c, reqwest::Method::POST, format!("{base}/v1.0/leads"))
+        .json(&json!({"firstName": "Hedy", "phones": ["4155550112"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        got.lock().unwrap().len(),
+        before,
+        "no subscription, no delivery"
+    );
+}
+
+#[tokio::test]
+async fn rex_admin_webhooks_send_the_changed_contacts_in_batches() {
+    let mut cfg = SandboxConfig::default();
+    cfg.webhooks.batch_ms = 50;
+    let sb = spawn_with(cfg).await;
+    let c = client();
+    let token = rex_login(&c, &sb).await;
+    let (url, got) = receiver(0).await;
+    let refused = rex_call(
+        &c,
+        &sb,
+        &token,
+        "admin-webhooks/create",
+        json!({"data": {"name": "x", "url": "http://example.com/hook", "is_enabled": true,
+            "events": [{"event_id": "contacts.created"}]}}),
+    )
+    .await;
+    assert!(!refused["error"].is_null(), "{refused}");
+    let made = rex_call(
+        &c,
+        &sb,
+        &token,
+        "admin-webhooks/create",
+        json!({"data": {"name": "crmsync", "url": url, "is_enabled": true,
+            "send_format_id": "v1_full_change_detail",
+            "events": [{"event_id": "contacts.created"}, {"event_id": "contacts.updated"}]}}),
+    )
+    .await;
+    let hook_id = made["result"]["id"].as_u64().expect("result.id");
+
+    let v = rex_call(
+        &c,
+        &sb,
+        &token,
+        "Contacts/create",
+        json!({"data": {"type": "person", "related": {
+            "contact_names": [{"name_first": "Web", "name_last": "Hook"}],
+            "contact_phones": [{"phone_number": "0412 345 679"}]}}}),
+    )
+    .await;
+    let id = v["result"]["id"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.lock().unwrap().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (headers, raw) = got.lock().unwrap().first().cloned().expect("a delivery");
+    assert!(
+        headers.get("fub-signature").is_none(),
+        "REX documents no signature"
+    );
+    let v: Value = serde_json::from_slice(&raw).unwrap();
+    let event = &v["data"][0];
+    assert_eq!(event["type"], "contacts.created", "{v}");
+    assert_eq!(event["payload"]["context"]["record_id"], json!(id));
+    assert_eq!(event["payload"]["context"]["service"], "Contacts");
+    let post = &event["payload"]["data"]["post"];
+    assert_eq!(post["id"], json!(id));
+    assert!(
+        post["system_modtime"].is_i64(),
+        "webhook records carry integer times: {post}"
+    );
+
+    let r = rex_call(
+        &c,
+        &sb,
+        &token,
+        "contacts/update",
+        json!({"data": {"_id": id, "related": {"contact_names": [{"name_first": "Web", "name_last": "Hooked"}]}}}),
+    )
+    .await;
+    assert!(r["error"].is_null(), "{r}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.lock().unwrap().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (_, raw) = got
+        .lock()
+        .unwrap()
+        .get(1)
+        .cloned()
+        .expect("a second delivery");
+    let v: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(v["data"][0]["type"], "contacts.updated", "{v}");
+
+    let purged = rex_call(
+        &c,
+        &sb,
+        &token,
+        "admin-webhooks/purge",
+        json!({"id": hook_id}),
+    )
+    .await;
+    assert_eq!(purged["result"], true, "{purged}");
+    let seen = body(
+        c.get(sb.url("/_sandbox/rex/webhooks"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        seen["subscriptions"].as_array().map(Vec::len),
+        Some(0),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["deliveries"].as_array().map(Vec::len),
+        Some(2),
+        "{seen}"
+    );
+}
