@@ -214,6 +214,37 @@ pub trait Crm: Send + Sync {
     /// The person `external_id`'s record, as an update needs it; `NotFound` when the CRM does not
     /// show it (deleted, or not persisted yet: [`CrmKind::writes_before_visible`]).
     async fn read(&self, external_id: &str) -> Result<Value, CrmError>;
+
+    /// Subscribes `callback` (an HTTPS address that carries the integration's secret token) to the
+    /// account's contact changes: Follow Up Boss webhooks for people created, updated, moved to
+    /// another stage (the trash is a stage) and deleted (crm-apis §1.6), Lofty's Lead Info list (§2.5),
+    /// REX admin webhooks for contacts created and updated (§3.6). `Ok(None)` when the CRM refuses it
+    /// for this account or these credentials (a key that is not the owner's, a cap on subscriptions):
+    /// the integration is then polled. Nothing is left subscribed when it fails half way.
+    async fn subscribe(&self, callback: &str) -> Result<Option<Subscription>, CrmError>;
+
+    /// Removes what [`Crm::subscribe`] made. A subscription the CRM no longer has is not an error.
+    async fn unsubscribe(&self, subscription: &Subscription) -> Result<(), CrmError>;
+}
+
+/// The webhook subscriptions crmsync made at a CRM for one account: what a disconnect removes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// The CRM's ids of the subscriptions (Follow Up Boss: one per event).
+    pub ids: Vec<String>,
+}
+
+/// Whether a CRM refused a subscription for this account or these credentials, rather than failed
+/// to answer: a 4xx other than 408 and 429, or refused credentials (Follow Up Boss lets only the
+/// owner's key manage webhooks, §1.6).
+pub(crate) fn refuses_subscription(e: &CrmError) -> bool {
+    match e {
+        CrmError::InvalidCredentials | CrmError::NotFound => true,
+        CrmError::Upstream { status, .. } => {
+            (400..500).contains(status) && *status != 408 && *status != 429
+        }
+        _ => false,
+    }
 }
 
 /// A handle to one CRM account. Cheap to clone; clones share pacing.
@@ -308,6 +339,16 @@ impl CrmClient {
     /// See [`Crm::read`].
     pub async fn read(&self, external_id: &str) -> Result<Value, CrmError> {
         self.0.read(external_id).await
+    }
+
+    /// See [`Crm::subscribe`].
+    pub async fn subscribe(&self, callback: &str) -> Result<Option<Subscription>, CrmError> {
+        self.0.subscribe(callback).await
+    }
+
+    /// See [`Crm::unsubscribe`].
+    pub async fn unsubscribe(&self, subscription: &Subscription) -> Result<(), CrmError> {
+        self.0.unsubscribe(subscription).await
     }
 
     /// See [`Crm::update`].
