@@ -19,6 +19,7 @@ mod mapping;
 pub mod oauth;
 mod records;
 mod transport;
+pub mod webhook;
 
 pub mod followupboss;
 pub mod lofty;
@@ -99,6 +100,17 @@ pub trait CrmKind: Send + Sync + 'static {
     fn failure_in_body(&self, _body: Option<&Value>) -> Option<u16> {
         None
     }
+
+    /// Reads a webhook delivery of this CRM (its headers and exact body) for the account `account`
+    /// (its id at the CRM, where known): what changed, as a hint the receiver confirms by reading the
+    /// records back, or why the delivery is refused. `config` gives the signing key where the CRM signs.
+    fn read_webhook(
+        &self,
+        config: &CrmConfig,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        account: Option<&str>,
+    ) -> Result<webhook::Hint, webhook::Refused>;
 }
 
 /// The static facts of `provider`.
