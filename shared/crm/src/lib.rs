@@ -107,7 +107,7 @@ pub trait CrmKind: Send + Sync + 'static {
     fn read_webhook(
         &self,
         config: &CrmConfig,
-        headers: &http::HeaderMap,
+        headers: &dyn webhook::Headers,
         body: &[u8],
         account: Option<&str>,
     ) -> Result<webhook::Hint, webhook::Refused>;

@@ -4,6 +4,17 @@
 
 use sha2::{Digest, Sha256};
 
+/// The headers of a delivery, by lower-case name (so that callers need not share an HTTP crate).
+pub trait Headers {
+    fn header(&self, name: &str) -> Option<&str>;
+}
+
+impl Headers for http::HeaderMap {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
 /// Records a delivery names at most (a larger batch is cut here; the safety-net poll reads the rest).
 pub const MAX_RECORDS: usize = 500;
 

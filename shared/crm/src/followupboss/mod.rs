@@ -170,7 +170,7 @@ impl CrmKind for FollowUpBoss {
     fn read_webhook(
         &self,
         config: &CrmConfig,
-        headers: &http::HeaderMap,
+        headers: &dyn crate::webhook::Headers,
         body: &[u8],
         _account: Option<&str>,
     ) -> Result<crate::webhook::Hint, crate::webhook::Refused> {

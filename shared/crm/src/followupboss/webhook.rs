@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq as _;
 
 use crate::CrmConfig;
 use crate::records::id_of;
-use crate::webhook::{Change, Hint, Refused, distinct};
+use crate::webhook::{Change, Headers, Hint, Refused, distinct};
 
 /// The `FUB-Signature` of `body` under `key`.
 pub fn signature(key: &str, body: &[u8]) -> String {
@@ -25,15 +25,14 @@ pub fn signature(key: &str, body: &[u8]) -> String {
 
 pub(super) fn read(
     config: &CrmConfig,
-    headers: &http::HeaderMap,
+    headers: &dyn Headers,
     body: &[u8],
 ) -> Result<Hint, Refused> {
     // Checked when a system key is configured (without one, FUB has nothing to sign with).
     let key = config.secrets.followupboss.system_key.trim();
     if !key.is_empty() {
         let given = headers
-            .get("fub-signature")
-            .and_then(|v| v.to_str().ok())
+            .header("fub-signature")
             .map(|s| s.trim().to_ascii_lowercase())
             .ok_or(Refused::BadSignature)?;
         let expected = signature(key, body);

@@ -104,7 +104,7 @@ impl CrmKind for Lofty {
     fn read_webhook(
         &self,
         _config: &CrmConfig,
-        _headers: &http::HeaderMap,
+        _headers: &dyn crate::webhook::Headers,
         body: &[u8],
         account: Option<&str>,
     ) -> Result<crate::webhook::Hint, crate::webhook::Refused> {
