@@ -102,6 +102,26 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Whether the delivery `key` was taken before.
+    pub async fn receipt_taken(
+        &self,
+        user: Uuid,
+        integration: Uuid,
+        key: &str,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let tx = begin_as(&mut conn, user).await?;
+        let row = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM crm_webhook_receipts
+                                 WHERE integration_id = $1 AND receipt_key = $2)",
+                &[&integration, &key],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(row.get(0))
+    }
+
     /// Forgets the deliveries taken before `before`, for every user. Returns how many.
     pub async fn prune_receipts(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
         let conn = self.pool.get().await?;

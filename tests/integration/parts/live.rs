@@ -139,7 +139,7 @@ async fn a_fub_delivery_brings_the_person_it_names_and_nothing_else_changes_anyt
     )
     .await
     .unwrap();
-    let change = received.change.expect("a change");
+    let change = received.change.clone().expect("a change");
     assert_eq!(
         change,
         Change::Records {
@@ -150,7 +150,11 @@ async fn a_fub_delivery_brings_the_person_it_names_and_nothing_else_changes_anyt
     let applied = live::apply(ctx, &received.integration, &change, None)
         .await
         .unwrap();
-    assert_eq!((applied.read, applied.upserted), (1, 1));
+    assert_eq!(
+        (applied.read, applied.upserted, applied.complete),
+        (1, 1, true)
+    );
+    live::done(ctx, &received).await.unwrap();
     let contacts = env.store.list_contacts(user).await.unwrap();
     assert_eq!(contacts.len(), 1);
     assert_eq!(contacts[0].phone_number, "+14155550177");

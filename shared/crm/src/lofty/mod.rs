@@ -106,9 +106,9 @@ impl CrmKind for Lofty {
         _config: &CrmConfig,
         _headers: &dyn crate::webhook::Headers,
         body: &[u8],
-        account: Option<&str>,
+        _account: Option<&str>,
     ) -> Result<crate::webhook::Hint, crate::webhook::Refused> {
-        webhook::read(body, account)
+        webhook::read(body)
     }
 
     fn map_record(&self, record: &Value, region: Region) -> Mapped {
