@@ -229,3 +229,68 @@ async fn a_lofty_lead_info_delivery_pulls_the_account_and_without_an_address_int
     assert_eq!(made.body["updates"], "polled");
     assert_eq!(made.body["liveSince"], Value::Null);
 }
+
+#[tokio::test]
+async fn a_rex_contact_created_reaches_contacts_through_the_admin_webhook() {
+    use crate::support::env::oauth_round;
+    let receiver = receiver().await;
+    let env = Env::start_live(&receiver.uri()).await;
+    let user = Uuid::new_v4();
+    let (cookie, path, query) = oauth_round(&env, user, "rex").await;
+    let cookies = [
+        format!("alto_admin={}", Env::token(user)),
+        format!("crm_oauth_state={cookie}"),
+    ];
+    let r = env
+        .call(Route::OAuthCallback, "GET", &path, &query, &cookies, &[])
+        .await;
+    assert!(r.location().contains("connected=rex"), "{}", r.location());
+    let listed = get(&env, user, "/api/integrations").await;
+    assert_eq!(
+        listed.body["integrations"][0]["updates"], "live",
+        "{}",
+        listed.body
+    );
+
+    // An agent adds a contact in REX (a login session of their own).
+    let c = reqwest::Client::new();
+    let login: Value = c
+        .post(env.sandbox.url("/rex/v1/rex/Authentication/login"))
+        .json(&json!({"email": "agent@example.com", "password": "sandbox-password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["result"].as_str().unwrap();
+    let made: Value = c
+        .post(env.sandbox.url("/rex/v1/rex/Contacts/create"))
+        .bearer_auth(token)
+        .json(&json!({"data": {"type": "person", "related": {
+            "contact_names": [{"name_first": "Rex", "name_last": "Hook"}],
+            "contact_phones": [{"phone_number": "0412 345 670"}]}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(made["result"]["id"].is_u64(), "{made}");
+    let got = deliveries(&receiver, 1).await;
+    let d = got.first().expect("a delivery").clone();
+    assert!(
+        d.url.path().starts_with("/api/webhooks/crm/rex/"),
+        "{}",
+        d.url
+    );
+    let r = forward(&env, &d, &d.body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["upserted"], 1, "{}", r.body);
+    let now = contacts(&env, user).await;
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].phone_number, "+61412345670");
+    // Done before: the same delivery again does nothing.
+    let r = forward(&env, &d, &d.body).await;
+    assert_eq!(r.body["duplicate"], true, "{}", r.body);
+}
