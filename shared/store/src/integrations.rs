@@ -32,6 +32,8 @@ pub struct IntegrationRecord {
     pub account_id: Option<String>,
     /// When a sync last read the whole account.
     pub last_full_sync_at: Option<DateTime<Utc>>,
+    /// Since when the CRM calls crmsync when the account's contacts change; `None`: polled only.
+    pub live_since: Option<DateTime<Utc>>,
 }
 
 /// An integration as its owner sees it: the row of `crm_integrations` without its credentials.
@@ -90,7 +92,7 @@ where
 pub(crate) const INTEGRATION_COLUMNS: &str =
     "id, user_id, provider, auth_type, credentials_ciphertext, credentials_nonce,
     credentials_key_version, status, auto_sync, risk_threshold, consecutive_failures, sync_cursor,
-    token_expires_at, last_sync_at, created_at, phone_region, account_id, last_full_sync_at";
+    token_expires_at, last_sync_at, created_at, phone_region, account_id, last_full_sync_at, live_since";
 
 pub(crate) fn integration_from_row(
     row: &tokio_postgres::Row,
@@ -122,6 +124,7 @@ pub(crate) fn integration_from_row(
         phone_region: parse_opt(row, 15)?,
         account_id: row.get(16),
         last_full_sync_at: row.get(17),
+        live_since: row.get(18),
     })
 }
 
