@@ -167,6 +167,11 @@ fn env_file(dir: &Path) -> Result<PathBuf, Error> {
             "POST_CONNECT_URL",
             format!("http://127.0.0.1:{API_PORT}/dashboard/integrations"),
         ),
+        // Connected integrations subscribe to the sandbox's webhooks, which call the local API.
+        (
+            "CRM_WEBHOOK_BASE_URL",
+            format!("http://127.0.0.1:{API_PORT}"),
+        ),
         (
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

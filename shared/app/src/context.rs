@@ -84,6 +84,10 @@ pub struct Context {
     /// use.
     pub buckets: Arc<Deferred<RateLimiter>>,
     pub settings: Settings,
+    /// The public address CRMs call crmsync at (`CRM_WEBHOOK_BASE_URL`, the API's base): with one, a
+    /// connected integration subscribes to its CRM's contact changes ([`crate::live`]); without, it is
+    /// polled only.
+    pub webhook_base: Option<String>,
 }
 
 impl std::fmt::Debug for Context {

@@ -324,6 +324,7 @@ pub async fn save_connection(
             .await?
         {
             tracing::info!(provider = provider.as_str(), %user, integration = %id, "CRM connected");
+            crate::live::resubscribe(ctx, &record).await;
             return Ok(record);
         }
     }

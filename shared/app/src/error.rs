@@ -13,6 +13,9 @@ pub enum AppError {
     /// The input cannot be used (a bad value, an operation the CRM does not support).
     #[error("{0}")]
     BadRequest(String),
+    /// The caller could not prove who it is (a CRM delivery whose signature does not match).
+    #[error("{0}")]
+    Unauthorized(String),
     /// The integration (or whatever the sentence names) does not exist for this user.
     #[error("{0}")]
     NotFound(String),

@@ -5,7 +5,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crmsync_crm::{Crm, CrmClient, CrmError, CrmKind, Page, PageRequest, PushAction, PushResult};
+use crmsync_crm::{
+    Crm, CrmClient, CrmError, CrmKind, Page, PageRequest, PushAction, PushResult, Subscription,
+};
 use crmsync_domain::{Lead, PhoneNumber, Provider, Region};
 use serde_json::{Value, json};
 
@@ -161,5 +163,14 @@ impl Crm for FakeCrm {
         });
         let next = self.reads.lock().unwrap().pop_front();
         next.unwrap_or_else(|| Ok(json!({"id": external_id})))
+    }
+
+    /// The fake account allows no webhooks: it is polled.
+    async fn subscribe(&self, _callback: &str) -> Result<Option<Subscription>, CrmError> {
+        Ok(None)
+    }
+
+    async fn unsubscribe(&self, _subscription: &Subscription) -> Result<(), CrmError> {
+        Ok(())
     }
 }

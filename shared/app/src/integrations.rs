@@ -104,6 +104,10 @@ pub async fn update(
 
 /// Disconnects an integration: the row and its sealed credentials are deleted; its logs stay.
 pub async fn disconnect(ctx: &Context, user: Uuid, id: Uuid) -> Result<(), AppError> {
+    // The CRM stops calling first (best effort: the token stops working with the row either way).
+    if let Some(integration) = ctx.store.get_integration(user, id).await? {
+        crate::live::unsubscribe(ctx, &integration).await;
+    }
     if !ctx.store.delete_integration(user, id).await? {
         return Err(not_found());
     }

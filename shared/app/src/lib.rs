@@ -12,6 +12,7 @@ mod error;
 #[cfg(test)]
 mod fake;
 pub mod integrations;
+pub mod live;
 pub mod metrics;
 pub mod oauth;
 pub mod pull;

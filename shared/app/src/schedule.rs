@@ -23,6 +23,20 @@ pub const PULL_CONCURRENCY: usize = 4;
 pub fn pull_concurrency(store: &crmsync_store::Store) -> usize {
     PULL_CONCURRENCY.min(store.max_connections().saturating_sub(1).max(1))
 }
+/// How often a live integration (its CRM calls crmsync on every change, [`crate::live`]) is polled all
+/// the same: the safety net for a delivery that never came.
+pub const LIVE_POLL_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Whether the scheduled run polls `integration` now: always when it is polled only; when it is live,
+/// once [`LIVE_POLL_EVERY`] has passed since its last sync.
+fn due(integration: &IntegrationRecord, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let every = chrono::Duration::from_std(LIVE_POLL_EVERY).unwrap_or(chrono::Duration::MAX);
+    match (integration.live_since, integration.last_sync_at) {
+        (Some(_), Some(last)) => now - last >= every,
+        _ => true,
+    }
+}
+
 /// Share of the run's time given to pulls; the rest drains the outbox.
 const PULL_SHARE: f64 = 0.7;
 
@@ -37,6 +51,8 @@ pub struct RunReport {
     pub partial: usize,
     /// Integrations skipped because a sync of them was already running.
     pub busy: usize,
+    /// Live integrations not polled this time (polled every [`LIVE_POLL_EVERY`]).
+    pub live: usize,
     pub failed: usize,
     pub upserted: u64,
     pub pushed: usize,
@@ -54,14 +70,18 @@ type PullFuture<'a> = std::pin::Pin<
 
 /// Runs once, until `deadline`.
 pub async fn run(ctx: &Context, deadline: Instant) -> Result<RunReport, AppError> {
-    let integrations = ctx.store.active_integrations_all().await?;
+    let all = ctx.store.active_integrations_all().await?;
+    let total = all.len();
+    let now = chrono::Utc::now();
+    let integrations: Vec<IntegrationRecord> = all.into_iter().filter(|i| due(i, now)).collect();
     let started = Instant::now();
     let pull_deadline = started
         + deadline
             .saturating_duration_since(started)
             .mul_f64(PULL_SHARE);
     let mut report = RunReport {
-        integrations: integrations.len(),
+        integrations: total,
+        live: total - integrations.len(),
         ..Default::default()
     };
     // Each pull owns its integration, and is boxed: that keeps the run's future type shallow (and its

@@ -19,6 +19,7 @@ mod mapping;
 pub mod oauth;
 mod records;
 mod transport;
+pub mod webhook;
 
 pub mod followupboss;
 pub mod lofty;
@@ -99,6 +100,17 @@ pub trait CrmKind: Send + Sync + 'static {
     fn failure_in_body(&self, _body: Option<&Value>) -> Option<u16> {
         None
     }
+
+    /// Reads a webhook delivery of this CRM (its headers and exact body) for the account `account`
+    /// (its id at the CRM, where known): what changed, as a hint the receiver confirms by reading the
+    /// records back, or why the delivery is refused. `config` gives the signing key where the CRM signs.
+    fn read_webhook(
+        &self,
+        config: &CrmConfig,
+        headers: &dyn webhook::Headers,
+        body: &[u8],
+        account: Option<&str>,
+    ) -> Result<webhook::Hint, webhook::Refused>;
 }
 
 /// The static facts of `provider`.
@@ -214,6 +226,37 @@ pub trait Crm: Send + Sync {
     /// The person `external_id`'s record, as an update needs it; `NotFound` when the CRM does not
     /// show it (deleted, or not persisted yet: [`CrmKind::writes_before_visible`]).
     async fn read(&self, external_id: &str) -> Result<Value, CrmError>;
+
+    /// Subscribes `callback` (an HTTPS address that carries the integration's secret token) to the
+    /// account's contact changes: Follow Up Boss webhooks for people created, updated, moved to
+    /// another stage (the trash is a stage) and deleted (crm-apis §1.6), Lofty's Lead Info list (§2.5),
+    /// REX admin webhooks for contacts created and updated (§3.6). `Ok(None)` when the CRM refuses it
+    /// for this account or these credentials (a key that is not the owner's, a cap on subscriptions):
+    /// the integration is then polled. Nothing is left subscribed when it fails half way.
+    async fn subscribe(&self, callback: &str) -> Result<Option<Subscription>, CrmError>;
+
+    /// Removes what [`Crm::subscribe`] made. A subscription the CRM no longer has is not an error.
+    async fn unsubscribe(&self, subscription: &Subscription) -> Result<(), CrmError>;
+}
+
+/// The webhook subscriptions crmsync made at a CRM for one account: what a disconnect removes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// The CRM's ids of the subscriptions (Follow Up Boss: one per event).
+    pub ids: Vec<String>,
+}
+
+/// Whether a CRM refused a subscription for this account or these credentials, rather than failed
+/// to answer: a 4xx other than 408 and 429, or refused credentials (Follow Up Boss lets only the
+/// owner's key manage webhooks, §1.6).
+pub(crate) fn refuses_subscription(e: &CrmError) -> bool {
+    match e {
+        CrmError::InvalidCredentials | CrmError::NotFound => true,
+        CrmError::Upstream { status, .. } => {
+            (400..500).contains(status) && *status != 408 && *status != 429
+        }
+        _ => false,
+    }
 }
 
 /// A handle to one CRM account. Cheap to clone; clones share pacing.
@@ -308,6 +351,16 @@ impl CrmClient {
     /// See [`Crm::read`].
     pub async fn read(&self, external_id: &str) -> Result<Value, CrmError> {
         self.0.read(external_id).await
+    }
+
+    /// See [`Crm::subscribe`].
+    pub async fn subscribe(&self, callback: &str) -> Result<Option<Subscription>, CrmError> {
+        self.0.subscribe(callback).await
+    }
+
+    /// See [`Crm::unsubscribe`].
+    pub async fn unsubscribe(&self, subscription: &Subscription) -> Result<(), CrmError> {
+        self.0.unsubscribe(subscription).await
     }
 
     /// See [`Crm::update`].

@@ -1644,3 +1644,206 @@ async fn a_paced_lookup_takes_one_turn_per_search_call() {
         ["+14155550142", "(415) 555-0142"]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Webhook subscriptions (crm-apis §1.6, §2.5, §3.6)
+
+const CALLBACK: &str = "https://api.example.com/api/webhooks/crm/followupboss/tok3n";
+
+#[tokio::test]
+async fn fub_subscribes_one_webhook_per_person_event_and_removes_them() {
+    let env = Env::start().await;
+    let next = Arc::new(Mutex::new(100u64));
+    let n = next.clone();
+    Mock::given(method("POST"))
+        .and(path("/fub/v1/webhooks"))
+        .and(basic_auth(FUB_KEY, ""))
+        .and(header("x-system", SYSTEM))
+        .and(header("x-system-key", SYSTEM_KEY))
+        .respond_with(move |req: &Request| {
+            let body: Value = serde_json::from_slice(&req.body).unwrap();
+            let mut id = n.lock().unwrap();
+            *id += 1;
+            ResponseTemplate::new(201).set_body_json(
+                json!({"id": *id, "event": body["event"], "url": body["url"], "status": "Active"}),
+            )
+        })
+        .mount(&env.server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path("/fub/v1/webhooks/102"))
+        .respond_with(
+            ResponseTemplate::new(404).set_body_json(json!({"errorMessage": "Not found"})),
+        )
+        .mount(&env.server)
+        .await;
+    Mock::given(method("DELETE"))
+        .respond_with(ok_json(json!({})))
+        .mount(&env.server)
+        .await;
+
+    let sub = env
+        .fub()
+        .subscribe(CALLBACK)
+        .await
+        .unwrap()
+        .expect("subscribed");
+    assert_eq!(sub.ids, ["101", "102", "103", "104"]);
+    let made: Vec<Value> = env
+        .requests()
+        .await
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    let events: Vec<&str> = made.iter().map(|b| b["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        events,
+        [
+            "peopleCreated",
+            "peopleUpdated",
+            "peopleStageUpdated",
+            "peopleDeleted"
+        ]
+    );
+    assert!(made.iter().all(|b| b["url"] == CALLBACK));
+
+    // One already gone at the CRM is not an error.
+    env.fub().unsubscribe(&sub).await.unwrap();
+    let deleted: Vec<String> = env
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r.method.as_str() == "DELETE")
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert_eq!(
+        deleted,
+        [
+            "/fub/v1/webhooks/101",
+            "/fub/v1/webhooks/102",
+            "/fub/v1/webhooks/103",
+            "/fub/v1/webhooks/104"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn fub_refusing_one_event_leaves_nothing_subscribed_and_the_account_polled() {
+    let env = Env::start().await;
+    let next = Arc::new(Mutex::new(0u64));
+    let n = next.clone();
+    // Two webhooks made, the third over FUB's per-event cap.
+    Mock::given(method("POST"))
+        .and(path("/fub/v1/webhooks"))
+        .respond_with(move |_: &Request| {
+            let mut id = n.lock().unwrap();
+            *id += 1;
+            if *id <= 2 {
+                ResponseTemplate::new(201).set_body_json(json!({"id": *id}))
+            } else {
+                ResponseTemplate::new(400).set_body_json(
+                    json!({"errorMessage": "The maximum number of webhooks for this event has been reached."}),
+                )
+            }
+        })
+        .mount(&env.server)
+        .await;
+    Mock::given(method("DELETE"))
+        .respond_with(ok_json(json!({})))
+        .mount(&env.server)
+        .await;
+    assert_eq!(env.fub().subscribe(CALLBACK).await.unwrap(), None);
+    let deleted: Vec<String> = env
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r.method.as_str() == "DELETE")
+        .map(|r| r.url.path().to_owned())
+        .collect();
+    assert_eq!(deleted, ["/fub/v1/webhooks/1", "/fub/v1/webhooks/2"]);
+
+    // A server error is an error (the caller may try again), not a refusal.
+    let env = Env::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&env.server)
+        .await;
+    assert!(env.fub().subscribe(CALLBACK).await.is_err());
+}
+
+#[tokio::test]
+async fn lofty_subscribes_to_lead_info_and_removes_it() {
+    let env = Env::start().await;
+    Mock::given(method("POST"))
+        .and(path("/lofty/v1.0/webhook"))
+        .and(header(
+            "authorization",
+            format!("token {LOFTY_KEY}").as_str(),
+        ))
+        .and(body_json(
+            json!({"listId": 2, "callbackUrl": CALLBACK, "limit": 100}),
+        ))
+        .respond_with(ok_json(
+            json!({"subscribeId": 1234, "teamId": 13233324, "listId": 2,
+            "callbackUrl": CALLBACK, "vendorId": 123, "limit": 100}),
+        ))
+        .expect(1)
+        .mount(&env.server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path("/lofty/v1.0/webhook/1234"))
+        .and(header("content-type", "application/json"))
+        .respond_with(ok_json(json!({})))
+        .expect(1)
+        .mount(&env.server)
+        .await;
+    let sub = env
+        .lofty()
+        .subscribe(CALLBACK)
+        .await
+        .unwrap()
+        .expect("subscribed");
+    assert_eq!(sub.ids, ["1234"]);
+    env.lofty().unsubscribe(&sub).await.unwrap();
+
+    let env = Env::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(403).set_body_json(json!({"code": 403, "message": "no"})),
+        )
+        .mount(&env.server)
+        .await;
+    assert_eq!(env.lofty().subscribe(CALLBACK).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn rex_creates_one_admin_webhook_for_contact_changes_and_purges_it() {
+    let env = Env::start().await;
+    Mock::given(method("POST"))
+        .and(path("/rex/v1/rex/admin-webhooks/create"))
+        .and(bearer_token(REX_TOKEN))
+        .and(body_json(
+            json!({"data": {"name": "crmsync", "url": CALLBACK, "is_enabled": true,
+            "send_format_id": "v1_full_change_detail",
+            "events": [{"event_id": "contacts.created"}, {"event_id": "contacts.updated"}]}}),
+        ))
+        .respond_with(ok_json(json!({"result": {"id": 4100}, "error": null})))
+        .expect(1)
+        .mount(&env.server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/rex/v1/rex/admin-webhooks/purge"))
+        .and(body_json(json!({"id": 4100})))
+        .respond_with(ok_json(json!({"result": true, "error": null})))
+        .expect(1)
+        .mount(&env.server)
+        .await;
+    let sub = env
+        .rex()
+        .subscribe(CALLBACK)
+        .await
+        .unwrap()
+        .expect("subscribed");
+    assert_eq!(sub.ids, ["4100"]);
+    env.rex().unsubscribe(&sub).await.unwrap();
+}

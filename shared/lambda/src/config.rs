@@ -27,6 +27,9 @@ pub struct Settings {
     pub crm: CrmSettings,
     pub rate_limit_table: String,
     pub default_phone_region: Region,
+    /// `CRM_WEBHOOK_BASE_URL`: the public base address of the API, under which CRMs call
+    /// `/api/webhooks/crm/{provider}/{token}`. Unset: integrations are polled only.
+    pub webhook_base: Option<String>,
 }
 
 impl Settings {
@@ -62,6 +65,18 @@ impl Settings {
             })?,
             None => Region::default(),
         };
+        let webhook_base = match get("CRM_WEBHOOK_BASE_URL") {
+            None => None,
+            Some(v) => {
+                let url = http_base(&v).ok_or(ConfigError::BadEnv {
+                    name: "CRM_WEBHOOK_BASE_URL",
+                    why: format!(
+                        "`{v}` is not an http(s) address such as https://api.example.com/Prod"
+                    ),
+                })?;
+                Some(url)
+            }
+        };
         Ok(Settings {
             app_secret_id: get("APP_SECRET_ID").unwrap_or_else(|| "crmsync/app".into()),
             post_connect_url: get("POST_CONNECT_URL")
@@ -71,8 +86,20 @@ impl Settings {
             rate_limit_table: get("RATE_LIMIT_TABLE")
                 .unwrap_or_else(|| "crmsync-rate-limits".into()),
             default_phone_region,
+            webhook_base,
         })
     }
+}
+
+/// `v` without trailing slashes when it is an `http://` or `https://` address with a host.
+fn http_base(v: &str) -> Option<String> {
+    let v = v.trim().trim_end_matches('/');
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))?;
+    let host = rest.split('/').next().unwrap_or_default();
+    (!host.is_empty() && !v.chars().any(|c| c.is_whitespace() || c.is_control()))
+        .then(|| v.to_owned())
 }
 
 /// The JSON object stored in the secret named by `APP_SECRET_ID`.

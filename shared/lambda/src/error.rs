@@ -179,6 +179,7 @@ impl From<AppError> for ApiError {
         match err {
             AppError::BadRequest(d) => ApiError::bad_request(d),
             AppError::NotFound(d) => ApiError::not_found(d),
+            AppError::Unauthorized(d) => ApiError::unauthorized(d),
             AppError::Busy(d) => ApiError::conflict(d),
             AppError::InvalidCredentials(d) => ApiError::invalid_credentials(d),
             AppError::Upstream(d) => ApiError::upstream(d),

@@ -151,6 +151,7 @@ impl App {
                         push_backoff: self.push_backoff,
                         create_settle: self.create_settle,
                     },
+                    webhook_base: self.settings.webhook_base.clone(),
                 };
                 Ok(Ready { secrets, jwt, ctx })
             })

@@ -32,6 +32,8 @@ pub struct IntegrationRecord {
     pub account_id: Option<String>,
     /// When a sync last read the whole account.
     pub last_full_sync_at: Option<DateTime<Utc>>,
+    /// Since when the CRM calls crmsync when the account's contacts change; `None`: polled only.
+    pub live_since: Option<DateTime<Utc>>,
 }
 
 /// An integration as its owner sees it: the row of `crm_integrations` without its credentials.
@@ -52,6 +54,8 @@ pub struct IntegrationView {
     pub phone_region: Option<Region>,
     /// When a complete read of the account (which detects deletions) last finished.
     pub last_full_sync_at: Option<DateTime<Utc>>,
+    /// Since when the CRM calls crmsync when the account's contacts change; `None`: polled only.
+    pub live_since: Option<DateTime<Utc>>,
 }
 
 /// A change of an integration's settings; `None` leaves a field as it is. Setting the status to
@@ -88,7 +92,7 @@ where
 pub(crate) const INTEGRATION_COLUMNS: &str =
     "id, user_id, provider, auth_type, credentials_ciphertext, credentials_nonce,
     credentials_key_version, status, auto_sync, risk_threshold, consecutive_failures, sync_cursor,
-    token_expires_at, last_sync_at, created_at, phone_region, account_id, last_full_sync_at";
+    token_expires_at, last_sync_at, created_at, phone_region, account_id, last_full_sync_at, live_since";
 
 pub(crate) fn integration_from_row(
     row: &tokio_postgres::Row,
@@ -120,6 +124,7 @@ pub(crate) fn integration_from_row(
         phone_region: parse_opt(row, 15)?,
         account_id: row.get(16),
         last_full_sync_at: row.get(17),
+        live_since: row.get(18),
     })
 }
 
@@ -139,7 +144,7 @@ where
 
 const VIEW_COLUMNS: &str = "id, provider, auth_type, status, auto_sync, risk_threshold, \
      consecutive_failures, last_sync_at, token_expires_at, last_error, created_at, phone_region, \
-     last_full_sync_at";
+     last_full_sync_at, live_since";
 
 fn view_from_row(row: &tokio_postgres::Row) -> Result<IntegrationView, StoreError> {
     let provider = parse::<Provider>(row, 1)?;
@@ -158,6 +163,7 @@ fn view_from_row(row: &tokio_postgres::Row) -> Result<IntegrationView, StoreErro
         created_at: row.get(10),
         phone_region: parse_opt(row, 11)?,
         last_full_sync_at: row.get(12),
+        live_since: row.get(13),
     })
 }
 

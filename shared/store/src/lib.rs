@@ -31,6 +31,7 @@ mod sync;
 mod sync_logs;
 mod tx;
 pub mod vault;
+mod webhooks;
 
 pub use admin::{
     AdminDelivery, AdminIntegration, CursorReset, DeliveryFilter, KeyCount, Resealed,

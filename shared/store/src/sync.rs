@@ -47,6 +47,22 @@ impl Store {
         }
     }
 
+    /// Writes records read outside a listing (the records a CRM webhook named, read back), in one
+    /// transaction, leaving the sync's cursor alone. Takes no lock: a caller that may race a sync of the
+    /// same integration holds its [`SyncLease`].
+    pub async fn write_records(
+        &self,
+        user: Uuid,
+        integration_id: Uuid,
+        batch: SourceBatch,
+    ) -> Result<UpsertReport, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let tx = begin_as(&mut conn, user).await?;
+        let report = write_sources_in(&tx, user, integration_id, batch).await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+
     /// Writes one batch of records and saves the sync's state, in one transaction: a sync that dies
     /// after this resumes after this batch, and one that dies before it redoes the batch.
     pub async fn commit_page(

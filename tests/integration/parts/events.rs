@@ -52,8 +52,8 @@ async fn every_function_has_an_event_file_that_drives_its_handler() {
     let names = functions();
     assert_eq!(
         names.len(),
-        11,
-        "the contract's eleven functions: {names:?}"
+        12,
+        "the contract's twelve functions: {names:?}"
     );
     let covered: std::collections::BTreeSet<&str> = files
         .iter()
@@ -98,6 +98,7 @@ async fn every_function_has_an_event_file_that_drives_its_handler() {
             "sync-logs" => h::sync_logs::handle(&env.app, req).await,
             "deliveries" => h::deliveries::handle(&env.app, req).await,
             "lead-webhook" => h::lead_webhook::handle(&env.app, req).await,
+            "crm-webhook" => h::crm_webhook::handle(&env.app, req).await,
             other => panic!("no handler for {other}"),
         };
         let status = resp.status();
@@ -108,9 +109,9 @@ async fn every_function_has_an_event_file_that_drives_its_handler() {
             "lead-webhook" => StatusCode::ACCEPTED,
             "auth-status" | "sync-logs" => StatusCode::OK,
             // Nothing connected for this user / placeholder ids: the contract's 404.
-            "contacts-fetch" | "contacts-sync" | "integration-sync" | "deliveries" => {
-                StatusCode::NOT_FOUND
-            }
+            // The placeholder token belongs to no integration: the contract's 404.
+            "contacts-fetch" | "contacts-sync" | "integration-sync" | "deliveries"
+            | "crm-webhook" => StatusCode::NOT_FOUND,
             _ => status,
         };
         assert_eq!(status, expected, "{file}");

@@ -9,6 +9,7 @@ mod deploy;
 mod devstack;
 mod events;
 mod limiter;
+mod live;
 mod openapi;
 mod pooler;
 mod secrets;

@@ -296,7 +296,8 @@ fn every_operation_declares_its_parameters_auth_and_errors() {
             .collect();
         assert_eq!(declared, in_path, "{name}: path parameters");
 
-        // Authentication: the webhook by its secret or signature, every other route by the caller's JWT.
+        // Authentication: the lead webhook by its secret or signature, a CRM's webhook by the secret token
+        // in its address (a capability URL: no scheme), every other route by the caller's JWT.
         let security = o.security_schemes(&doc);
         for s in &security {
             assert!(
@@ -304,7 +305,13 @@ fn every_operation_declares_its_parameters_auth_and_errors() {
                 "{name}: unknown security scheme {s}"
             );
         }
-        let expected: BTreeSet<String> = if o.path.starts_with("/api/webhooks/") {
+        let expected: BTreeSet<String> = if o.path.starts_with("/api/webhooks/crm/") {
+            assert!(
+                o.path.ends_with("/{token}"),
+                "{name}: a CRM's webhook is addressed by its token"
+            );
+            BTreeSet::new()
+        } else if o.path.starts_with("/api/webhooks/") {
             ["webhookSecret", "standardWebhooks"]
                 .map(String::from)
                 .into()
@@ -454,15 +461,21 @@ fn every_event_fits_its_route_in_openapi() {
             .filter_map(Value::as_str)
             .collect();
         let security = op.security_schemes(&doc);
-        let authenticated = security.iter().any(|s| match s.as_str() {
-            "bearerAuth" => headers["authorization"]
+        // A CRM's webhook: the token is the last segment of its address.
+        let by_token = security.is_empty()
+            && event["rawPath"]
                 .as_str()
-                .is_some_and(|a| a.starts_with("Bearer ")),
-            "cookieAuth" => cookies.iter().any(|c| c.starts_with("alto_admin=")),
-            "webhookSecret" => headers.get("x-webhook-secret").is_some(),
-            "standardWebhooks" => headers.get("webhook-signature").is_some(),
-            _ => false,
-        });
+                .is_some_and(|p| p.starts_with("/api/webhooks/crm/") && p.split('/').count() == 6);
+        let authenticated = by_token
+            || security.iter().any(|s| match s.as_str() {
+                "bearerAuth" => headers["authorization"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("Bearer ")),
+                "cookieAuth" => cookies.iter().any(|c| c.starts_with("alto_admin=")),
+                "webhookSecret" => headers.get("x-webhook-secret").is_some(),
+                "standardWebhooks" => headers.get("webhook-signature").is_some(),
+                _ => false,
+            });
         assert!(
             authenticated,
             "events/{name}: no credentials for {security:?}"

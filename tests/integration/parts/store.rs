@@ -525,3 +525,113 @@ async fn adopting_without_an_owner_keeps_the_rows_and_a_foreign_id_is_refused_cl
         .get(0);
     assert_eq!(still, 1);
 }
+
+/// CRM webhooks in: a live integration is found by its token's hash (for its provider only), and only
+/// by the current token; a delivery is taken once; a disconnect of live updates returns what was
+/// subscribed and makes the token useless; other users never see another's receipts.
+#[tokio::test]
+async fn live_integrations_are_found_by_their_token_only_until_cleared() {
+    let (_db, store) = migrated_store().await;
+    let owner = Uuid::new_v4();
+    let integration = integration_of(&store, owner).await;
+    let hash = [7u8; 32];
+    assert_eq!(
+        store
+            .integration_by_webhook_token(Provider::FollowUpBoss, &hash)
+            .await
+            .unwrap(),
+        None
+    );
+    let sub = serde_json::json!({"ids": ["101", "102"]});
+    assert!(
+        store
+            .set_live(owner, integration, &hash, &sub)
+            .await
+            .unwrap()
+    );
+    // Another user cannot mark it live.
+    assert!(
+        !store
+            .set_live(Uuid::new_v4(), integration, &[8u8; 32], &sub)
+            .await
+            .unwrap()
+    );
+    let found = store
+        .integration_by_webhook_token(Provider::FollowUpBoss, &hash)
+        .await
+        .unwrap()
+        .expect("found by its token");
+    assert_eq!((found.id, found.user_id), (integration, owner));
+    assert_eq!(
+        store
+            .integration_by_webhook_token(Provider::Lofty, &hash)
+            .await
+            .unwrap(),
+        None,
+        "a token is good for its own CRM only"
+    );
+    let view = store
+        .integration_view(owner, integration)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(view.live_since.is_some());
+
+    assert!(
+        store
+            .take_receipt(owner, integration, "evt-1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_receipt(owner, integration, "evt-1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .take_receipt(owner, integration, "evt-2")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .prune_receipts(Utc::now() - chrono::Duration::days(7))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .prune_receipts(Utc::now() + chrono::Duration::seconds(1))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(
+        store
+            .take_receipt(owner, integration, "evt-1")
+            .await
+            .unwrap()
+    );
+
+    assert_eq!(
+        store.clear_live(owner, integration).await.unwrap(),
+        Some(sub)
+    );
+    assert_eq!(
+        store
+            .integration_by_webhook_token(Provider::FollowUpBoss, &hash)
+            .await
+            .unwrap(),
+        None
+    );
+    let view = store
+        .integration_view(owner, integration)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(view.live_since, None);
+    assert_eq!(store.clear_live(owner, integration).await.unwrap(), None);
+}

@@ -6,6 +6,7 @@ mod auth_status;
 mod contacts_fetch;
 pub(crate) mod contacts_sync;
 mod contacts_sync_changes;
+mod crm_webhook;
 pub(crate) mod deliveries;
 pub(crate) mod integration_sync;
 pub(crate) mod integrations;

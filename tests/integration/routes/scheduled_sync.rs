@@ -182,3 +182,46 @@ async fn a_run_cut_short_by_its_deadline_is_finished_by_the_next() {
         "the resumed runs stored exactly what one run stores"
     );
 }
+
+/// A live integration (its CRM calls crmsync on every change) is polled as a safety net, once an hour:
+/// a run soon after its last sync leaves it alone; a polled-only integration is pulled every run.
+#[tokio::test]
+async fn a_live_integration_is_polled_only_once_an_hour() {
+    let env = Env::start().await;
+    let user = Uuid::new_v4();
+    env.sandbox
+        .seed(sandbox_provider(Provider::FollowUpBoss), 1, 50);
+    env.sandbox.seed(sandbox_provider(Provider::Lofty), 2, 50);
+    env.connect(user, Provider::FollowUpBoss).await;
+    env.connect(user, Provider::Lofty).await;
+    let run = async || {
+        crmsync_app::schedule::run(env.ctx().await, Instant::now() + Duration::from_secs(120))
+            .await
+            .unwrap()
+    };
+    let fub = env
+        .store
+        .integration_by_provider(user, Provider::FollowUpBoss)
+        .await
+        .unwrap()
+        .unwrap();
+    env.store
+        .set_live(
+            user,
+            fub.id,
+            &crmsync_app::live::token_hash("t"),
+            &json!({"ids": []}),
+        )
+        .await
+        .unwrap();
+    // Live but never synced: polled.
+    let report = run().await;
+    assert_eq!((report.synced, report.live), (2, 0), "{report:?}");
+    // Synced a moment ago: left to its webhooks; the polled one is pulled again.
+    let report = run().await;
+    assert_eq!(
+        (report.integrations, report.synced, report.live),
+        (2, 1, 1),
+        "{report:?}"
+    );
+}

@@ -16,7 +16,7 @@ pub const LOFTY_KEY: &str = "sandbox-lofty-key";
 pub const FUB_KEY: &str = "sandbox-fub-key";
 
 /// Every field of an integration on the wire.
-pub const INTEGRATION_FIELDS: [&str; 13] = [
+pub const INTEGRATION_FIELDS: [&str; 15] = [
     "id",
     "provider",
     "authType",
@@ -30,6 +30,8 @@ pub const INTEGRATION_FIELDS: [&str; 13] = [
     "createdAt",
     "phoneRegion",
     "lastFullSyncAt",
+    "updates",
+    "liveSince",
 ];
 
 /// Every field of a sync log on the wire.

@@ -32,6 +32,7 @@ pub enum Route {
     SyncLogs,
     Deliveries,
     LeadWebhook,
+    CrmWebhook,
     IntegrationSync,
 }
 
@@ -107,7 +108,18 @@ impl Env {
 
     /// An environment on a database of the caller's (migrated), e.g. on a Postgres it restarts.
     pub async fn start_with(db_store: (crmsync_testkit::TestDb, Store)) -> Env {
-        Self::start_full(db_store, None).await
+        Self::start_full(db_store, None, None).await
+    }
+
+    /// An environment whose integrations subscribe to their CRM's changes, with callback addresses
+    /// under `webhook_base` (`CRM_WEBHOOK_BASE_URL`).
+    pub async fn start_live(webhook_base: &str) -> Env {
+        Self::start_full(
+            crate::support::common::migrated_store().await,
+            None,
+            Some(webhook_base.to_owned()),
+        )
+        .await
     }
 
     /// An environment whose `App` talks to the CRM sandbox at `sandbox_url` (a `crm-sandbox` process),
@@ -116,6 +128,7 @@ impl Env {
         Self::start_full(
             crate::support::common::migrated_store().await,
             Some(sandbox_url.to_owned()),
+            None,
         )
         .await
     }
@@ -123,6 +136,7 @@ impl Env {
     async fn start_full(
         (db, store): (crmsync_testkit::TestDb, Store),
         sandbox_url: Option<String>,
+        webhook_base: Option<String>,
     ) -> Env {
         crate::support::capture::install();
         let sandbox = Sandbox::spawn(SandboxConfig {
@@ -154,7 +168,7 @@ impl Env {
             .send()
             .await
             .expect("create secret");
-        let vars: HashMap<&str, String> = HashMap::from([
+        let mut vars: HashMap<&str, String> = HashMap::from([
             (
                 "CRM_SANDBOX_URL",
                 sandbox_url.unwrap_or_else(|| sandbox.base_url.clone()),
@@ -164,6 +178,9 @@ impl Env {
             ("NEXT_PUBLIC_BASE_URL", "http://127.0.0.1:3004".into()),
             ("POST_CONNECT_URL", POST_CONNECT_URL.into()),
         ]);
+        if let Some(base) = webhook_base {
+            vars.insert("CRM_WEBHOOK_BASE_URL", base);
+        }
         let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("settings");
         let app = test_app(settings.clone(), &conf, &conf);
         Env {
@@ -318,6 +335,7 @@ pub async fn call_handler(app: &App, route: Route, req: lambda_http::Request) ->
         Route::SyncLogs => routes::sync_logs::handle(app, req).await,
         Route::Deliveries => routes::deliveries::handle(app, req).await,
         Route::LeadWebhook => routes::lead_webhook::handle(app, req).await,
+        Route::CrmWebhook => routes::crm_webhook::handle(app, req).await,
         Route::IntegrationSync => routes::integration_sync::handle(app, req).await,
     };
     let (parts, body) = resp.into_parts();

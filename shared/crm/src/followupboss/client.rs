@@ -2,13 +2,16 @@
 
 use crmsync_domain::{Lead, PhoneNumber, Region};
 use http::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::mapping as fub;
 use crate::error::CrmError;
 use crate::records::{first_match, id_of, is_empty, pushed};
 use crate::transport::Conn;
-use crate::{Account, Crm, CrmKind, Listing, Page, PageRequest, PushAction, PushResult};
+use crate::{
+    Account, Crm, CrmKind, Listing, Page, PageRequest, PushAction, PushResult, Subscription,
+    refuses_subscription,
+};
 
 /// The `system` of events when no `X-System` is configured.
 const DEFAULT_SYSTEM: &str = "crmsync";
@@ -17,6 +20,14 @@ const FIND_LIMIT: &str = "25";
 /// The person fields a listing asks for: `fields=allFields` "may return very large responses", name
 /// the fields needed (crm-apis §4).
 const FIELDS: &str = "id,created,updated,name,firstName,lastName,stage,emails,phones,background";
+/// The person events a subscription names, one webhook each (crm-apis §1.6): a trashing is a stage
+/// change, and whether it is also `peopleUpdated` is not documented.
+const WEBHOOK_EVENTS: &[&str] = &[
+    "peopleCreated",
+    "peopleUpdated",
+    "peopleStageUpdated",
+    "peopleDeleted",
+];
 /// The deepest offset Follow Up Boss pages to (deeper needs `next`; 2000 in public clients, §1.3).
 const MAX_OFFSET: u64 = 2000;
 
@@ -241,6 +252,62 @@ impl Crm for FollowUpBossClient {
             .send("people.update", Method::PUT, url, Some(&body), false)
             .await?;
         Ok(pushed(external_id, PushAction::Updated))
+    }
+
+    /// `POST /v1/webhooks {"event","url"}` once per event (§1.6); signed with the system's key.
+    async fn subscribe(&self, callback: &str) -> Result<Option<Subscription>, CrmError> {
+        let url = self.conn.url(&self.api_base, &["webhooks"], &[])?;
+        let mut made = Subscription::default();
+        for event in WEBHOOK_EVENTS {
+            let body = json!({"event": event, "url": callback});
+            let made_one = self
+                .conn
+                .send(
+                    "webhooks.create",
+                    Method::POST,
+                    url.clone(),
+                    Some(&body),
+                    false,
+                )
+                .await
+                .and_then(|reply| {
+                    reply
+                        .json
+                        .as_ref()
+                        .and_then(|b| b.get("id"))
+                        .and_then(id_of)
+                        .ok_or_else(|| self.conn.shape_error("a webhook id"))
+                });
+            match made_one {
+                Ok(id) => made.ids.push(id),
+                Err(e) => {
+                    // Half a subscription would miss changes without telling: undo it.
+                    let _ = self.unsubscribe(&made).await;
+                    return if refuses_subscription(&e) {
+                        Ok(None)
+                    } else {
+                        Err(e)
+                    };
+                }
+            }
+        }
+        Ok(Some(made))
+    }
+
+    /// `DELETE /v1/webhooks/{id}` for each.
+    async fn unsubscribe(&self, subscription: &Subscription) -> Result<(), CrmError> {
+        for id in &subscription.ids {
+            let url = self.conn.url(&self.api_base, &["webhooks", id], &[])?;
+            match self
+                .conn
+                .send("webhooks.delete", Method::DELETE, url, None, true)
+                .await
+            {
+                Ok(_) | Err(CrmError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     async fn read(&self, external_id: &str) -> Result<Value, CrmError> {

@@ -9,6 +9,7 @@
 
 mod client;
 pub mod mapping;
+pub mod webhook;
 
 use std::fmt;
 use std::time::Duration;
@@ -164,6 +165,16 @@ impl CrmKind for FollowUpBoss {
 
     fn phone_region(&self, settings: &CrmSettings) -> Region {
         settings.followupboss.phone_region
+    }
+
+    fn read_webhook(
+        &self,
+        config: &CrmConfig,
+        headers: &dyn crate::webhook::Headers,
+        body: &[u8],
+        _account: Option<&str>,
+    ) -> Result<crate::webhook::Hint, crate::webhook::Refused> {
+        webhook::read(config, headers, body)
     }
 
     fn map_record(&self, record: &Value, region: Region) -> Mapped {

@@ -2,17 +2,24 @@
 
 use crmsync_domain::{Lead, PhoneNumber, Region};
 use http::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::mapping as lofty;
 use crate::error::CrmError;
 use crate::records::{first_match, id_at, id_of, is_empty, pushed};
 use crate::transport::Conn;
-use crate::{Account, Crm, CrmKind, Page, PageRequest, PushAction, PushResult};
+use crate::{
+    Account, Crm, CrmKind, Page, PageRequest, PushAction, PushResult, Subscription,
+    refuses_subscription,
+};
 
 /// Candidates of a phone search looked at.
 const FIND_LIMIT: &str = "25";
 const ID_KEYS: &[&str] = &["leadId", "id"];
+/// The webhook list of lead changes (Lead Info, crm-apis §2.5).
+const LEAD_INFO: u32 = 2;
+/// Events one Lead Info delivery may carry (Lofty's default; at most 5000).
+const WEBHOOK_LIMIT: u32 = 100;
 
 /// One Lofty account.
 pub struct LoftyClient {
@@ -152,6 +159,46 @@ impl Crm for LoftyClient {
             .send("leads.update", Method::PUT, url, Some(&body), false)
             .await?;
         Ok(pushed(external_id, PushAction::Updated))
+    }
+
+    /// `POST /v1.0/webhook {"listId": 2, "callbackUrl", "limit"}`: Lead Info, "lead created,
+    /// updated, or deleted" (§2.5).
+    async fn subscribe(&self, callback: &str) -> Result<Option<Subscription>, CrmError> {
+        let url = self.conn.url(&self.api_base, &["v1.0", "webhook"], &[])?;
+        let body = json!({"listId": LEAD_INFO, "callbackUrl": callback, "limit": WEBHOOK_LIMIT});
+        let reply = match self
+            .conn
+            .send("webhook.create", Method::POST, url, Some(&body), false)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if refuses_subscription(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let id = reply
+            .json
+            .as_ref()
+            .and_then(|b| id_at(b, &["subscribeId"]))
+            .ok_or_else(|| self.conn.shape_error("a subscribeId"))?;
+        Ok(Some(Subscription { ids: vec![id] }))
+    }
+
+    /// `DELETE /v1.0/webhook/{subscribeId}`.
+    async fn unsubscribe(&self, subscription: &Subscription) -> Result<(), CrmError> {
+        for id in &subscription.ids {
+            let url = self
+                .conn
+                .url(&self.api_base, &["v1.0", "webhook", id], &[])?;
+            match self
+                .conn
+                .send("webhook.delete", Method::DELETE, url, None, true)
+                .await
+            {
+                Ok(_) | Err(CrmError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// `GET /v1.0/leads/{id}`: 404 for a deleted lead, and briefly for a new one (crm-apis §2.2).

@@ -10,6 +10,7 @@
 
 mod client;
 pub mod mapping;
+mod webhook;
 
 use std::time::Duration;
 
@@ -98,6 +99,16 @@ impl CrmKind for Lofty {
 
     fn phone_region(&self, settings: &CrmSettings) -> Region {
         settings.lofty.phone_region
+    }
+
+    fn read_webhook(
+        &self,
+        _config: &CrmConfig,
+        _headers: &dyn crate::webhook::Headers,
+        body: &[u8],
+        _account: Option<&str>,
+    ) -> Result<crate::webhook::Hint, crate::webhook::Refused> {
+        webhook::read(body)
     }
 
     fn map_record(&self, record: &Value, region: Region) -> Mapped {

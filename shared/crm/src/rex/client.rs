@@ -9,7 +9,10 @@ use super::mapping as rex;
 use crate::error::CrmError;
 use crate::records::{has_phone, id_at, id_of, is_empty, pushed, record_phones};
 use crate::transport::{Conn, Reply};
-use crate::{Account, Crm, CrmKind, Page, PageRequest, PushAction, PushResult};
+use crate::{
+    Account, Crm, CrmKind, Page, PageRequest, PushAction, PushResult, Subscription,
+    refuses_subscription,
+};
 
 const ID_KEYS: &[&str] = &["id", "_id"];
 /// Candidates of a phone search looked at (each confirmed with a read).
@@ -63,7 +66,26 @@ impl RexClient {
             .send(route, Method::POST, url, Some(body), idempotent)
             .await
     }
+
+    /// `AdminWebhooks/<method>`.
+    async fn admin_webhooks(
+        &self,
+        route: &'static str,
+        method: &str,
+        body: &Value,
+        idempotent: bool,
+    ) -> Result<Reply, CrmError> {
+        let url = self
+            .conn
+            .url(&self.rpc_base, &["admin-webhooks", method], &[])?;
+        self.conn
+            .send(route, Method::POST, url, Some(body), idempotent)
+            .await
+    }
 }
+
+/// The contact events an admin webhook names (crm-apis §3.6).
+const WEBHOOK_EVENTS: &[&str] = &["contacts.created", "contacts.updated"];
 
 /// * List: a search from `cursor.since` (epoch seconds, `>=`) ordered by `system_modtime` ascending,
 ///   from the first record of that second (the records already stored there are dropped by
@@ -219,6 +241,51 @@ impl Crm for RexClient {
     }
 
     /// `contacts/read {"id": …}` (crm-apis §3.4).
+    /// `admin-webhooks/create` with both contact events, in the full-change format (§3.6).
+    async fn subscribe(&self, callback: &str) -> Result<Option<Subscription>, CrmError> {
+        let events: Vec<Value> = WEBHOOK_EVENTS
+            .iter()
+            .map(|e| json!({"event_id": e}))
+            .collect();
+        let body = json!({"data": {
+            "name": "crmsync",
+            "url": callback,
+            "is_enabled": true,
+            "send_format_id": "v1_full_change_detail",
+            "events": events,
+        }});
+        let reply = match self
+            .admin_webhooks("admin-webhooks.create", "create", &body, false)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) if refuses_subscription(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let id = reply
+            .json
+            .as_ref()
+            .and_then(|b| b.get("result"))
+            .and_then(|r| id_at(r, ID_KEYS))
+            .ok_or_else(|| self.conn.shape_error("a webhook id"))?;
+        Ok(Some(Subscription { ids: vec![id] }))
+    }
+
+    /// `admin-webhooks/purge {"id"}` for each.
+    async fn unsubscribe(&self, subscription: &Subscription) -> Result<(), CrmError> {
+        for id in &subscription.ids {
+            let id = id.parse::<u64>().map_or_else(|_| json!(id), |n| json!(n));
+            match self
+                .admin_webhooks("admin-webhooks.purge", "purge", &json!({"id": id}), true)
+                .await
+            {
+                Ok(_) | Err(CrmError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     async fn read(&self, external_id: &str) -> Result<Value, CrmError> {
         let id: Value = external_id
             .parse::<u64>()

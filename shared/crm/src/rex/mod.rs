@@ -10,6 +10,7 @@
 
 mod client;
 pub mod mapping;
+mod webhook;
 
 use std::fmt;
 use std::time::Duration;
@@ -190,6 +191,16 @@ impl CrmKind for Rex {
 
     fn phone_region(&self, settings: &CrmSettings) -> Region {
         settings.rex.phone_region
+    }
+
+    fn read_webhook(
+        &self,
+        _config: &CrmConfig,
+        _headers: &dyn crate::webhook::Headers,
+        body: &[u8],
+        account: Option<&str>,
+    ) -> Result<crate::webhook::Hint, crate::webhook::Refused> {
+        webhook::read(body, account)
     }
 
     fn map_record(&self, record: &Value, region: Region) -> Mapped {

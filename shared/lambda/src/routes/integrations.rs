@@ -39,6 +39,10 @@ struct IntegrationJson<'a> {
     phone_region: Region,
     /// When a complete read (which also finds what was deleted in the CRM) last finished.
     last_full_sync_at: Option<String>,
+    /// `live`: the CRM calls crmsync when the account's contacts change (since `liveSince`), and the
+    /// scheduled poll is only the safety net; `polled`: changes arrive with the scheduled poll or a sync.
+    updates: &'static str,
+    live_since: Option<String>,
 }
 
 impl<'a> IntegrationJson<'a> {
@@ -59,6 +63,12 @@ impl<'a> IntegrationJson<'a> {
                 .phone_region
                 .unwrap_or_else(|| crmsync_crm::kind(v.provider).phone_region(crm)),
             last_full_sync_at: v.last_full_sync_at.map(secs),
+            updates: if v.live_since.is_some() {
+                "live"
+            } else {
+                "polled"
+            },
+            live_since: v.live_since.map(secs),
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod auth_status;
 pub mod contacts_fetch;
 pub mod contacts_sync;
+pub mod crm_webhook;
 pub mod deliveries;
 pub mod integration_sync;
 pub mod integrations;
