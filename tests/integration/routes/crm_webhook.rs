@@ -146,12 +146,25 @@ async fn a_follow_up_boss_change_reaches_contacts_through_its_webhook_and_forger
     );
     assert!(contacts(&env, user).await.is_empty());
 
+    let logged = crate::support::capture::mark();
     let r = forward(&env, &d, &d.body).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["upserted"], 1, "{}", r.body);
     let now = contacts(&env, user).await;
     assert_eq!(now.len(), 1);
     assert_eq!(now[0].phone_number, "+14155550188");
+    // The address's token is a secret: never in an answer or a log line.
+    let token = d.url.path().rsplit('/').next().unwrap().to_owned();
+    crate::support::capture::assert_no_leak(
+        &[
+            ("the log".into(), crate::support::capture::since(logged)),
+            ("the answer".into(), r.text()),
+        ],
+        &[crate::support::capture::Secret::new(
+            "the webhook token",
+            token,
+        )],
+    );
 
     // The same delivery again (a retry or a replay): nothing is done.
     let r = forward(&env, &d, &d.body).await;
