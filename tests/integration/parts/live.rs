@@ -2,38 +2,16 @@
 //! documents, received and applied through `crmsync_app::live` against real Postgres: the records it
 //! names reach `contacts`; a forged, replayed or unknown-token delivery changes nothing.
 
-use std::time::{Duration, Instant};
-
 use crmsync_app::live;
 use crmsync_crm::webhook::Change;
 use crmsync_domain::Provider;
 use http::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::api::{FUB_KEY, assert_status, connect, stored_rows};
 use crate::support::env::Env;
-
-/// The requests `receiver` got so far, once at least `n` have arrived (5 s at most).
-async fn deliveries(receiver: &MockServer, n: usize) -> Vec<wiremock::Request> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = receiver.received_requests().await.unwrap_or_default();
-        if got.len() >= n || Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-fn fub(c: &reqwest::Client, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
-    c.request(method, url)
-        .basic_auth(FUB_KEY, Some(""))
-        .header("X-System", "crmsync")
-        .header("X-System-Key", "sandbox-system-key")
-}
+use crate::support::hooks::{deliveries, fub, receiver};
 
 #[tokio::test]
 async fn a_fub_delivery_brings_the_person_it_names_and_nothing_else_changes_anything() {
@@ -61,11 +39,7 @@ async fn a_fub_delivery_brings_the_person_it_names_and_nothing_else_changes_anyt
     );
 
     // The sandbox's Follow Up Boss calls a receiver of ours when people change.
-    let receiver = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&receiver)
-        .await;
+    let receiver = receiver().await;
     let c = reqwest::Client::new();
     let api = env.sandbox.fub_api_base();
     for event in ["peopleCreated", "peopleUpdated", "peopleStageUpdated"] {

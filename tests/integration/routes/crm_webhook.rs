@@ -3,38 +3,15 @@
 //! the sandbox; each delivery the sandbox makes (following the vendor's documents) is forwarded to the
 //! route exactly as it came (path, headers, body), as API Gateway would.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::api::{FUB_KEY, LOFTY_KEY, assert_status, connect, get, item, send_raw};
 use crate::support::env::{Env, Reply, Route};
-
-/// A receiver standing in for API Gateway: it takes every delivery, answers 200, and keeps it.
-async fn receiver() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
-    server
-}
-
-/// The deliveries the receiver got, once at least `n` have arrived (5 s at most).
-async fn deliveries(receiver: &MockServer, n: usize) -> Vec<wiremock::Request> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let got = receiver.received_requests().await.unwrap_or_default();
-        if got.len() >= n || Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+use crate::support::hooks::{deliveries, fub, receiver};
 
 /// Sends a delivery to the route as it came: its path, its CRM headers, its exact body.
 async fn forward(env: &Env, d: &wiremock::Request, body: &[u8]) -> Reply {
@@ -63,13 +40,6 @@ async fn forward(env: &Env, d: &wiremock::Request, body: &[u8]) -> Reply {
         Some(body),
     )
     .await
-}
-
-fn fub(c: &reqwest::Client, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
-    c.request(method, url)
-        .basic_auth(FUB_KEY, Some(""))
-        .header("X-System", "crmsync")
-        .header("X-System-Key", "sandbox-system-key")
 }
 
 async fn contacts(env: &Env, user: Uuid) -> Vec<crmsync_store::StoredContact> {

@@ -1,11 +1,12 @@
 //! The harness the tests share: a whole crmsync environment per test (`env`), Postgres and moto
 //! (`common`), the captured log (`capture`), the rows a correct pull stores and the contract's error
 //! shape (`rows`), leads and their delivery (`leads`), and the dashboard's calls of the `integrations`
-//! and `sync-logs` functions (`api`).
+//! and `sync-logs` functions (`api`), and a receiver of CRM webhook deliveries (`hooks`).
 
 pub mod api;
 pub mod capture;
 pub mod common;
 pub mod env;
+pub mod hooks;
 pub mod leads;
 pub mod rows;
