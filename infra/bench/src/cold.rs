@@ -230,12 +230,15 @@ async fn serve_events_conn(mut stream: tokio::net::TcpStream, shared: std::sync:
         let (cpu, _) = cpu_of(shared.pid.load(Ordering::SeqCst));
         let at = Instant::now();
         if line.starts_with(NEXT) {
+            // Taken before the hit is told: once the bench has seen a process's last `next` it kills
+            // it and queues the next process's events, which a `next` still on its way here would
+            // otherwise take (the next process then waits for an event that never comes).
+            let event = shared.events.lock().ok().and_then(|mut e| e.pop_front());
             let _ = shared.hits.send(Hit {
                 kind: Kind::Next,
                 at,
                 cpu,
             });
-            let event = shared.events.lock().ok().and_then(|mut e| e.pop_front());
             let Some(event) = event else {
                 // Held: read until the client goes away.
                 let mut chunk = [0u8; 1024];
