@@ -34,6 +34,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
             "contacts",
             "crm_integrations",
             "crm_sync_logs",
+            "crm_webhook_receipts",
             "lead_events",
             "push_deliveries",
             "push_links"
