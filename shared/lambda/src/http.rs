@@ -55,14 +55,20 @@ pub fn redirect(location: &str, set_cookies: &[String]) -> Response {
     resp
 }
 
-/// Parses a JSON request body of at most [`MAX_BODY_BYTES`]; anything else is a 400 that says why.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+/// A 400 that says why for a body over [`MAX_BODY_BYTES`].
+pub fn check_body_size(body: &[u8]) -> Result<(), ApiError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError::bad_request(format!(
             "The request body is {} bytes; the limit is {MAX_BODY_BYTES} bytes.",
             body.len()
         )));
     }
+    Ok(())
+}
+
+/// Parses a JSON request body of at most [`MAX_BODY_BYTES`]; anything else is a 400 that says why.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    check_body_size(body)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
             "The request body is empty; a JSON object was expected.",

@@ -11,16 +11,15 @@ use crate::CrmConfig;
 use crate::records::id_of;
 use crate::webhook::{Change, Headers, Hint, Refused, distinct};
 
-/// The `FUB-Signature` of `body` under `key`.
-pub fn signature(key: &str, body: &[u8]) -> String {
-    let mut mac =
-        hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
+/// The `FUB-Signature` of `body` under `key` (HMAC takes a key of any length: `None` never happens).
+pub fn signature(key: &str, body: &[u8]) -> Option<String> {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).ok()?;
     mac.update(
         base64::engine::general_purpose::STANDARD
             .encode(body)
             .as_bytes(),
     );
-    hex::encode(mac.finalize().into_bytes())
+    Some(hex::encode(mac.finalize().into_bytes()))
 }
 
 pub(super) fn read(
@@ -35,7 +34,7 @@ pub(super) fn read(
             .header("fub-signature")
             .map(|s| s.trim().to_ascii_lowercase())
             .ok_or(Refused::BadSignature)?;
-        let expected = signature(key, body);
+        let expected = signature(key, body).ok_or(Refused::BadSignature)?;
         if !bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
             return Err(Refused::BadSignature);
         }

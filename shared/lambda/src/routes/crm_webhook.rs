@@ -14,7 +14,7 @@ use http::StatusCode;
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::http::{MAX_BODY_BYTES, Response, json};
+use crate::http::{Response, check_body_size, json};
 use crate::request::{self, respond};
 use crate::wiring::App;
 
@@ -40,12 +40,7 @@ pub async fn handle(app: &App, req: lambda_http::Request) -> Response {
 async fn receive(app: &App, req: &lambda_http::Request) -> Result<Response, ApiError> {
     let started = Instant::now();
     let body: &[u8] = req.body().as_ref();
-    if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::bad_request(format!(
-            "The request body is {} bytes; the limit is {MAX_BODY_BYTES} bytes.",
-            body.len()
-        )));
-    }
+    check_body_size(body)?;
     // An unknown CRM is as unknown as an unknown token.
     let unknown = || ApiError::not_found("No integration has this webhook address.");
     let provider: Provider = request::path_param(req, "provider", "crm")

@@ -10,7 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::http::{MAX_BODY_BYTES, Response, json, parse_json};
+use crate::http::{Response, check_body_size, json, parse_json};
 use crate::request::respond;
 use crate::webhook::authenticate_webhook;
 use crate::wiring::App;
@@ -60,12 +60,7 @@ pub async fn handle(app: &App, req: lambda_http::Request) -> Response {
 async fn webhook(app: &App, req: &lambda_http::Request) -> Result<Response, ApiError> {
     let started = Instant::now();
     let body: &[u8] = req.body().as_ref();
-    if body.len() > MAX_BODY_BYTES {
-        return Err(ApiError::bad_request(format!(
-            "The request body is {} bytes; the limit is {MAX_BODY_BYTES} bytes.",
-            body.len()
-        )));
-    }
+    check_body_size(body)?;
     let ready = app.ready().await?;
     authenticate_webhook(&ready.secrets.webhook_secret, req.headers(), body)?;
     let value: serde_json::Value = parse_json(body)?;
