@@ -77,10 +77,14 @@ pub fn person(id: u64, updated: &str, phone: Option<&str>) -> Value {
     json!({"id": id, "name": format!("Person {id}"), "updated": updated, "phones": phones})
 }
 
-/// A page of these records, with a next token when `next` is given.
+/// A page of these records (mapped as Follow Up Boss people of a US account), with a next token when
+/// `next` is given.
 pub fn page(records: Vec<Value>, next: Option<&str>) -> Page {
     Page {
-        records,
+        records: records
+            .iter()
+            .map(|r| crmsync_crm::map_record(Provider::FollowUpBoss, r, crmsync_domain::Region::US))
+            .collect(),
         next_token: next.map(str::to_owned),
         has_more: next.is_some(),
     }

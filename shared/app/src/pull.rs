@@ -421,6 +421,7 @@ async fn read_pages(
             position: &read.position,
             page_token: read.page_token.as_deref(),
             limit: PAGE_SIZE,
+            region,
         };
         let page = match conn.client().list_page(request).await {
             Ok(page) => page,
@@ -458,7 +459,8 @@ async fn read_pages(
             return Err(AppError::internal("a sync lost its read"));
         };
         let before = read.position.clone();
-        let admitted = admit_page(kind, &page.records, &state.cursor, read, region);
+        let read_count = page.records.len() as u64;
+        let admitted = admit_page(kind, page.records, &state.cursor, read);
         read.page_token = if page.has_more {
             page.next_token.clone()
         } else {
@@ -471,7 +473,7 @@ async fn read_pages(
             state: state.clone(),
             // Records read again because they are the ones already stored at the cursor's instant
             // (REX reads its cursor's second from its first record) are not counted as fetched.
-            fetched: page.records.len() as u64 - admitted.reread,
+            fetched: read_count - admitted.reread,
             skipped: admitted.skipped,
             last: !page.has_more,
         };
@@ -513,10 +515,9 @@ struct Admitted {
 /// position (for a CRM that pages by it) and its high-water mark.
 fn admit_page(
     kind: &dyn CrmKind,
-    records: &[serde_json::Value],
+    records: Vec<Mapped>,
     cursor: &SyncCursor,
     read: &mut Read,
-    region: Region,
 ) -> Admitted {
     let mut admitted = Admitted {
         live: Vec::with_capacity(records.len()),
@@ -527,8 +528,7 @@ fn admit_page(
     let latest = Utc::now() + MAX_CLOCK_SKEW;
     let mut future = 0u64;
     let position = read.position.clone();
-    for record in records {
-        let mapped = kind.map_record(record, region);
+    for mapped in records {
         let updated = mapped.updated_at();
         let id = mapped.external_id().unwrap_or_default().to_owned();
         let by_cursor = kind.pages_by_cursor();
@@ -611,6 +611,7 @@ pub async fn fetch(
             position: &read.position,
             page_token: read.page_token.as_deref(),
             limit: PAGE_SIZE.min(limit.max(1)),
+            region,
         };
         let page = match conn.client.list_page(request).await {
             Ok(page) => page,
@@ -630,16 +631,9 @@ pub async fn fetch(
         skipped += page
             .records
             .iter()
-            .map(|r| kind.map_record(r, region))
             .filter(|m| m.skipped().is_some_and(|s| !s.deleted) && in_range(m.updated_at()))
             .count() as u64;
-        let admitted = admit_page(
-            kind,
-            &page.records,
-            &SyncCursor::default(),
-            &mut read,
-            region,
-        );
+        let admitted = admit_page(kind, page.records, &SyncCursor::default(), &mut read);
         contacts.extend(
             admitted
                 .live
@@ -695,10 +689,9 @@ mod tests {
             ..
         } = admit_page(
             crmsync_crm::kind(Provider::FollowUpBoss),
-            &page,
+            crate::fake::page(page, None).records,
             &cursor,
             &mut read,
-            Default::default(),
         );
         let ids: Vec<_> = live
             .iter()

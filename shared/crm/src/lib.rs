@@ -148,6 +148,9 @@ pub struct PageRequest<'a> {
     pub page_token: Option<&'a str>,
     /// Records asked for (1..=100; a CRM may answer fewer).
     pub limit: u32,
+    /// Where the account's numbers without a country code are read: the page's records are mapped
+    /// as they are read.
+    pub region: Region,
 }
 
 /// What a CRM says about the account credentials belong to.
@@ -410,10 +413,11 @@ impl fmt::Debug for CrmAuth {
     }
 }
 
-/// One page of raw CRM records.
+/// One page of CRM records, each mapped as it was read ([`CrmKind::map_record`]'s mapping, from the
+/// page's body without building a `serde_json::Value` of it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
-    pub records: Vec<Value>,
+    pub records: Vec<Mapped>,
     /// The token for the next page (FUB `next` or an offset, Lofty `scrollId`, REX an offset within one
     /// second).
     pub next_token: Option<String>,

@@ -5,7 +5,7 @@
 //! (`rex/mapping.rs`, `followupboss/mapping.rs`, `lofty/mapping.rs`).
 
 use chrono::{DateTime, Utc};
-use crmsync_domain::json::{self, normalize_email};
+use crmsync_domain::json::{self, Json, normalize_email};
 use crmsync_domain::{Contact, Mapped, PhoneNumber, Provider, Region, SkipReason, Skipped};
 use serde_json::{Map, Value};
 
@@ -110,22 +110,22 @@ impl Draft {
 
 /// The value of a list entry that may be a plain string (or number) or an object carrying the
 /// value under one of `keys`.
-pub(crate) fn entry_value(item: &Value, keys: &[&str]) -> Option<String> {
-    match item {
-        Value::Object(_) => keys
-            .iter()
-            .find_map(|k| json::field(item, k).and_then(json::text_or_integer)),
-        other => json::text_or_integer(other),
+pub(crate) fn entry_value<J: Json>(item: &J, keys: &[&str]) -> Option<String> {
+    if item.is_map() {
+        keys.iter()
+            .find_map(|k| json::field(item, k).and_then(json::text_or_integer))
+    } else {
+        json::text_or_integer(item)
     }
 }
 
 /// Whether a list entry object is flagged primary under any of `keys`.
-pub(crate) fn entry_primary(item: &Value, keys: &[&str]) -> bool {
+pub(crate) fn entry_primary<J: Json>(item: &J, keys: &[&str]) -> bool {
     keys.iter().any(|k| json::truthy(json::field(item, k)))
 }
 
 /// The first of `keys` that holds a readable time.
-pub(crate) fn first_time(v: &Value, keys: &[&str]) -> Option<DateTime<Utc>> {
+pub(crate) fn first_time<J: Json>(v: &J, keys: &[&str]) -> Option<DateTime<Utc>> {
     keys.iter()
         .find_map(|k| json::field(v, k).and_then(json::time))
 }
@@ -241,7 +241,86 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crmsync_domain::json::Loose;
     use serde_json::json;
+
+    /// A list page's records are mapped from [`Loose`] values borrowing from the body; every mapper
+    /// must read them exactly as it reads `serde_json::Value`s of the same text.
+    #[test]
+    fn records_map_the_same_from_borrowed_json() {
+        let keys = [
+            "id",
+            "leadId",
+            "_id",
+            "lead",
+            "name",
+            "firstName",
+            "lastName",
+            "name_first",
+            "name_last",
+            "emails",
+            "phones",
+            "phone",
+            "email",
+            "value",
+            "number",
+            "phone_number",
+            "isPrimary",
+            "primary",
+            "updated",
+            "created",
+            "updateTime",
+            "createTime",
+            "stage",
+            "related",
+            "contact_phones",
+            "contact_names",
+            "contact_emails",
+            "phone_primary",
+            "system_modtime",
+            "system_record_state",
+            "background",
+            "notes",
+            "primary_phone",
+            "email_address",
+        ];
+        let mut junk = test_support::Junk::new(29);
+        let mut texts: Vec<String> = (0..4000)
+            .map(|_| junk.value(&keys, 4).to_string())
+            .collect();
+        // Duplicate keys (the last one counts), escapes, and numbers past i64.
+        texts.push(
+            r#"{"id": 1, "id": "2", "phones": ["4155550123"], "phones": ["4155550124"]}"#.into(),
+        );
+        texts.push(
+            r#"{"id": "\u0033", "name": "A\tB", "phones": [{"value": "415\u0020555 0125"}]}"#
+                .into(),
+        );
+        texts.push(
+            r#"{"id": 18446744073709551615, "phones": [4155550126], "updated": 1.7e9}"#.into(),
+        );
+        for text in &texts {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let loose: Loose = serde_json::from_str(text).unwrap();
+            for region in [Region::US, Region::AU] {
+                assert_eq!(
+                    crate::followupboss::mapping::map_person(&value, region),
+                    crate::followupboss::mapping::map_person(&loose, region),
+                    "{text}"
+                );
+                assert_eq!(
+                    crate::lofty::mapping::map_lead(&value, region),
+                    crate::lofty::mapping::map_lead(&loose, region),
+                    "{text}"
+                );
+                assert_eq!(
+                    crate::rex::mapping::map_contact(&value, region),
+                    crate::rex::mapping::map_contact(&loose, region),
+                    "{text}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn dispatch_uses_the_providers_mapper() {

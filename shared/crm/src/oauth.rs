@@ -343,6 +343,7 @@ impl Transport {
             route: "oauth.token",
             idempotent: false,
             pacer: None,
+            page: false,
         };
         let reply = self.http.execute(&call, &build).await?;
         self.status.store(reply.status.as_u16(), Ordering::Relaxed);

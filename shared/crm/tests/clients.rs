@@ -17,7 +17,7 @@ use crmsync_crm::{
     Common, CrmAuth, CrmClient, CrmConfig, CrmError, CrmHttp, CrmSecrets, CrmSettings, Listing,
     PageRequest, PushAction, RetryPolicy, Sleeper, Timeouts,
 };
-use crmsync_domain::{Lead, LeadPayload, PhoneNumber, Provider, Region, SyncCursor};
+use crmsync_domain::{Lead, LeadPayload, Mapped, PhoneNumber, Provider, Region, SyncCursor};
 use serde_json::{Value, json};
 use wiremock::matchers::{
     basic_auth, bearer_token, body_json, header, method, path, query_param, query_param_is_missing,
@@ -178,8 +178,11 @@ fn query(url: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn ids(records: &[Value], key: &str) -> Vec<String> {
-    records.iter().map(|r| r[key].to_string()).collect()
+fn ids(records: &[Mapped]) -> Vec<&str> {
+    records
+        .iter()
+        .map(|r| r.external_id().unwrap_or("-"))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,6 +409,7 @@ fn whole(page_token: Option<&str>, limit: u32) -> PageRequest<'_> {
         position: &START,
         page_token,
         limit,
+        region: Region::US,
     }
 }
 
@@ -422,6 +426,7 @@ fn changes<'a>(
         position,
         page_token,
         limit,
+        region: Region::US,
     }
 }
 
@@ -591,7 +596,7 @@ async fn rex_search_body_comes_from_the_cursor() {
         .list_page(changes(&cursor, Some("ignored"), 2))
         .await
         .unwrap();
-    assert_eq!(ids(&page.records, "id"), ["\"36685961\"", "36685962"]);
+    assert_eq!(ids(&page.records), ["36685961", "36685962"]);
     assert!(page.has_more, "a full page means more");
     assert_eq!(page.next_token, None, "the page spans two seconds");
 
@@ -676,10 +681,39 @@ async fn fub_complete_read_follows_next_and_never_deep_offsets() {
         }
         token = page.next_token;
     }
-    assert_eq!(ids(&all, "id"), ["1", "2", "3"]);
+    assert_eq!(ids(&all), ["1", "2", "3"]);
     for r in env.requests().await {
         assert!(!query(r.url.as_str()).contains_key("offset"), "{}", r.url);
     }
+}
+
+/// A list page's body is only checked by the transport and parsed once by the client: a 2xx that is
+/// not JSON is still read again, and escaped strings still read as the text they stand for.
+#[tokio::test]
+async fn a_list_page_that_is_not_json_is_read_again() {
+    let env = Env::start().await;
+    Mock::given(method("GET"))
+        .and(path("/fub/v1/people"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>proxy error</html>"))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&env.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/fub/v1/people"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            r#"{"people": [{"id": "\u0037", "name": "Zo\u00eb \"Z\" Lee",
+                "phones": [{"value": "(415)\u0020555-0107"}]}], "_metadata": {"next": null}}"#,
+            "application/json",
+        ))
+        .expect(1)
+        .mount(&env.server)
+        .await;
+    let page = env.fub().list_page(whole(None, 10)).await.unwrap();
+    let contact = page.records[0].clone().into_contact().unwrap();
+    assert_eq!(contact.external_id.as_deref(), Some("7"));
+    assert_eq!(contact.display_name(), "Zoë \"Z\" Lee");
+    assert_eq!(contact.phone.as_str(), "+14155550107");
 }
 
 #[tokio::test]
@@ -712,14 +746,14 @@ async fn fub_changes_are_read_newest_first_until_the_cursor() {
         .await;
     let c = env.fub();
     let first = c.list_page(changes(&since, None, 2)).await.unwrap();
-    assert_eq!(ids(&first.records, "id"), ["9", "8"]);
+    assert_eq!(ids(&first.records), ["9", "8"]);
     assert!(first.has_more);
     assert_eq!(first.next_token.as_deref(), Some("offset:2"));
     let second = c
         .list_page(changes(&since, first.next_token.as_deref(), 2))
         .await
         .unwrap();
-    assert_eq!(ids(&second.records, "id"), ["7", "6"]);
+    assert_eq!(ids(&second.records), ["7", "6"]);
     assert!(
         !second.has_more,
         "the page that reaches the cursor is the last one needed"
@@ -776,7 +810,7 @@ async fn lofty_pagination_follows_scroll_id_under_either_metadata_key() {
         }
         token = page.next_token;
     }
-    assert_eq!(ids(&all, "leadId"), ["1", "2", "3", "4", "5"]);
+    assert_eq!(ids(&all), ["1", "2", "3", "4", "5"]);
     assert_eq!(env.requests().await.len(), 3);
 }
 
@@ -798,7 +832,7 @@ async fn a_get_that_fails_with_500_then_succeeds_is_retried() {
         .mount(&env.server)
         .await;
     let page = env.fub().list_page(whole(None, 10)).await.unwrap();
-    assert_eq!(ids(&page.records, "id"), ["9"]);
+    assert_eq!(ids(&page.records), ["9"]);
     assert_eq!(env.requests().await.len(), 2);
     let waits = env.waits.all();
     assert_eq!(waits.len(), 1);

@@ -7,6 +7,89 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::Value;
 
+pub use crate::loose::Loose;
+
+/// A JSON number as the readers see it: serde_json's three kinds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Num {
+    /// A non-negative integer.
+    Pos(u64),
+    /// A negative integer.
+    Neg(i64),
+    Float(f64),
+}
+
+impl Num {
+    pub fn as_i64(self) -> Option<i64> {
+        match self {
+            Num::Pos(u) => i64::try_from(u).ok(),
+            Num::Neg(i) => Some(i),
+            Num::Float(_) => None,
+        }
+    }
+
+    pub fn as_u64(self) -> Option<u64> {
+        match self {
+            Num::Pos(u) => Some(u),
+            Num::Neg(_) | Num::Float(_) => None,
+        }
+    }
+
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Num::Pos(u) => u as f64,
+            Num::Neg(i) => i as f64,
+            Num::Float(f) => f,
+        }
+    }
+}
+
+/// A JSON value the tolerant readers can read: serde_json's [`Value`] (a whole document, owned), or
+/// [`Loose`] (a list page's records, borrowing their strings from the body they were parsed from).
+/// Every reader below is written once over this trait and reads both the same way.
+pub trait Json: Sized {
+    /// `self[key]` when `self` is an object (the last of duplicate keys, as `Value` keeps it).
+    fn key(&self, key: &str) -> Option<&Self>;
+    fn str(&self) -> Option<&str>;
+    fn num(&self) -> Option<Num>;
+    fn bool(&self) -> Option<bool>;
+    /// The elements when `self` is an array.
+    fn list(&self) -> Option<&[Self]>;
+    fn is_map(&self) -> bool;
+    fn is_null(&self) -> bool;
+}
+
+impl Json for Value {
+    fn key(&self, key: &str) -> Option<&Self> {
+        self.as_object()?.get(key)
+    }
+    fn str(&self) -> Option<&str> {
+        self.as_str()
+    }
+    fn num(&self) -> Option<Num> {
+        let n = self.as_number()?;
+        if let Some(u) = n.as_u64() {
+            Some(Num::Pos(u))
+        } else if let Some(i) = n.as_i64() {
+            Some(Num::Neg(i))
+        } else {
+            n.as_f64().map(Num::Float)
+        }
+    }
+    fn bool(&self) -> Option<bool> {
+        self.as_bool()
+    }
+    fn list(&self) -> Option<&[Self]> {
+        self.as_array().map(Vec::as_slice)
+    }
+    fn is_map(&self) -> bool {
+        self.is_object()
+    }
+    fn is_null(&self) -> bool {
+        Value::is_null(self)
+    }
+}
+
 /// Epoch numbers above this are milliseconds (10^11 s is the year 5138).
 const MILLIS_THRESHOLD: f64 = 1e11;
 
@@ -27,48 +110,48 @@ pub fn truncate_chars(s: &str, max: usize) -> String {
 }
 
 /// `v[key]` when `v` is an object; `None` for any other shape.
-pub fn field<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
-    v.as_object().and_then(|o| o.get(key))
+pub fn field<'a, J: Json>(v: &'a J, key: &str) -> Option<&'a J> {
+    v.key(key)
 }
 
 /// A trimmed, non-empty string. Only JSON strings qualify.
-pub fn text(v: &Value) -> Option<String> {
-    let s = v.as_str()?.trim();
+pub fn text<J: Json>(v: &J) -> Option<String> {
+    let s = v.str()?.trim();
     (!s.is_empty()).then(|| s.to_owned())
 }
 
 /// [`text`] of `v[key]`.
-pub fn text_at(v: &Value, key: &str) -> Option<String> {
+pub fn text_at<J: Json>(v: &J, key: &str) -> Option<String> {
     field(v, key).and_then(text)
 }
 
 /// The first of `keys` that holds a usable [`text`].
-pub fn first_text(v: &Value, keys: &[&str]) -> Option<String> {
+pub fn first_text<J: Json>(v: &J, keys: &[&str]) -> Option<String> {
     keys.iter().find_map(|k| text_at(v, k))
 }
 
 /// A trimmed string, or an integer rendered in decimal. Used for phone numbers, which some
 /// systems send as JSON numbers.
-pub fn text_or_integer(v: &Value) -> Option<String> {
+pub fn text_or_integer<J: Json>(v: &J) -> Option<String> {
     text(v).or_else(|| integer_string(v))
 }
 
 /// An identifier: a trimmed non-empty string, or an integral JSON number rendered exactly.
 /// Integers are read as i64/u64, never through f64 (Lofty ids are int64); a float is accepted
 /// only when it is integral and exactly representable (|x| < 2^53).
-pub fn id(v: &Value) -> Option<String> {
+pub fn id<J: Json>(v: &J) -> Option<String> {
     text(v).or_else(|| integer_string(v))
 }
 
-fn integer_string(v: &Value) -> Option<String> {
-    let n = v.as_number()?;
+fn integer_string<J: Json>(v: &J) -> Option<String> {
+    let n = v.num()?;
     if let Some(i) = n.as_i64() {
         return Some(i.to_string());
     }
     if let Some(u) = n.as_u64() {
         return Some(u.to_string());
     }
-    let f = n.as_f64()?;
+    let f = n.as_f64();
     const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
     if f.is_finite() && f.fract() == 0.0 && f.abs() < EXACT {
         // Integral and below 2^53, so the conversion is exact.
@@ -79,15 +162,19 @@ fn integer_string(v: &Value) -> Option<String> {
 }
 
 /// Truthiness as CRMs spell it: `true`, non-zero numbers, `"true"`, `"1"`, `"yes"`, `"y"`, `"t"`.
-pub fn truthy(v: Option<&Value>) -> bool {
-    match v {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
-        Some(Value::String(s)) => matches!(
+pub fn truthy<J: Json>(v: Option<&J>) -> bool {
+    let Some(v) = v else { return false };
+    if let Some(b) = v.bool() {
+        b
+    } else if let Some(n) = v.num() {
+        n.as_f64() != 0.0
+    } else if let Some(s) = v.str() {
+        matches!(
             s.trim().to_ascii_lowercase().as_str(),
             "true" | "1" | "yes" | "y" | "t"
-        ),
-        _ => false,
+        )
+    } else {
+        false
     }
 }
 
@@ -95,17 +182,15 @@ pub fn truthy(v: Option<&Value>) -> bool {
 /// of `T`, or without an offset, read as UTC), bare dates, epoch seconds (integer, float or
 /// numeric string) and epoch milliseconds (any number above 10^11). Zero, negative and
 /// out-of-range values are `None`.
-pub fn time(v: &Value) -> Option<DateTime<Utc>> {
-    match v {
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                epoch_integer(i)
-            } else {
-                n.as_f64().and_then(epoch_float)
-            }
+pub fn time<J: Json>(v: &J) -> Option<DateTime<Utc>> {
+    if let Some(n) = v.num() {
+        if let Some(i) = n.as_i64() {
+            epoch_integer(i)
+        } else {
+            epoch_float(n.as_f64())
         }
-        Value::String(s) => time_str(s),
-        _ => None,
+    } else {
+        v.str().and_then(time_str)
     }
 }
 
@@ -176,10 +261,8 @@ fn epoch_float(f: f64) -> Option<DateTime<Utc>> {
 }
 
 /// Elements of `v` when it is an array; an empty slice otherwise (null, object, scalar).
-pub fn array(v: Option<&Value>) -> &[Value] {
-    v.and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
+pub fn array<J: Json>(v: Option<&J>) -> &[J] {
+    v.and_then(J::list).unwrap_or(&[])
 }
 
 /// Collapses runs of whitespace to one space and trims; `None` when nothing is left.
@@ -343,6 +426,6 @@ mod tests {
         assert!(!truthy(Some(&json!("0"))));
         assert!(!truthy(Some(&json!(null))));
         assert!(!truthy(Some(&json!({}))));
-        assert!(!truthy(None));
+        assert!(!truthy::<Value>(None));
     }
 }

@@ -8,6 +8,7 @@ pub mod contact;
 pub mod cursor;
 pub mod json;
 pub mod lead;
+pub mod loose;
 pub mod phone;
 pub mod policy;
 pub mod provider;

@@ -1,6 +1,7 @@
 //! The Follow Up Boss client (crm-apis.md §1.3): `GET /people`, `POST /events`, `PUT /people/{id}`.
 
-use crmsync_domain::{Lead, PhoneNumber, Region};
+use crmsync_domain::json::Json;
+use crmsync_domain::{Lead, Mapped, PhoneNumber, Region};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -125,7 +126,7 @@ impl Crm for FollowUpBossClient {
             }
         }
         let url = self.conn.url(&self.api_base, &["people"], &query)?;
-        let reply = match self.conn.get("people.list", url).await {
+        let reply = match self.conn.get_page("people.list", url).await {
             // "If you are going deep into result sets with high offset values … the API enforces the
             // use of the `next` parameter" (§1.3).
             Err(CrmError::Upstream { status: 400, .. }) if matches!(position, Position::Offset(n) if n > 0) =>
@@ -134,14 +135,19 @@ impl Crm for FollowUpBossClient {
             }
             other => other?,
         };
-        let mut body = self.conn.owned_json(reply)?;
-        let records = people(&mut body).ok_or_else(|| self.conn.shape_error("a people list"))?;
+        let mut body = self.conn.page_json(&reply)?;
+        let records: Vec<Mapped> = body
+            .take_list("people")
+            .ok_or_else(|| self.conn.shape_error("a people list"))?
+            .iter()
+            .map(|r| fub::map_person(r, request.region))
+            .collect();
         let body = &body;
         // Newest first: the page that reaches the stored changes is the last one needed.
         let reached_since = since.is_some_and(|since| {
             records
                 .last()
-                .and_then(fub::updated_at)
+                .and_then(Mapped::updated_at)
                 .is_some_and(|t| t < since)
         });
         let full = records.len() >= request.limit as usize;
@@ -332,16 +338,16 @@ fn people(body: &mut Value) -> Option<Vec<Value>> {
 }
 
 /// `_metadata.next`, or the `next` parameter of `_metadata.nextLink`.
-fn next_token(body: &Value) -> Option<String> {
-    let meta = body.get("_metadata")?;
+fn next_token<J: Json>(body: &J) -> Option<String> {
+    let meta = body.key("_metadata")?;
     let direct = meta
-        .get("next")
-        .and_then(Value::as_str)
+        .key("next")
+        .and_then(J::str)
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_owned);
     direct.or_else(|| {
-        let link = meta.get("nextLink").and_then(Value::as_str)?;
+        let link = meta.key("nextLink").and_then(J::str)?;
         let url = reqwest::Url::parse(link).ok()?;
         url.query_pairs()
             .find(|(k, v)| k == "next" && !v.is_empty())

@@ -15,6 +15,7 @@ use crmsync_domain::Mapped;
 use crmsync_domain::Provider;
 use crmsync_domain::Region;
 use crmsync_domain::json;
+use crmsync_domain::json::Json;
 
 /// The `source` of an event when the lead has none.
 pub const DEFAULT_SOURCE: &str = "crmsync";
@@ -25,17 +26,17 @@ const VALUE_KEYS: &[&str] = &["value", "email", "number", "phone"];
 const PRIMARY_KEYS: &[&str] = &["isPrimary", "primary"];
 
 /// When a person last changed (`updated`, else `created`).
-pub fn updated_at(v: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+pub fn updated_at<J: Json>(v: &J) -> Option<chrono::DateTime<chrono::Utc>> {
     first_time(v, &["updated", "created"])
 }
 
 /// Whether the person is in the Trash (crm-apis §1.3: a stage, listed only with `includeTrash=true`).
-fn trashed(v: &Value) -> bool {
+fn trashed<J: Json>(v: &J) -> bool {
     json::text_at(v, "stage").is_some_and(|s| s.eq_ignore_ascii_case("trash"))
 }
 
 /// Maps a FUB person.
-pub fn map_person(v: &Value, region: Region) -> Mapped {
+pub fn map_person<J: Json>(v: &J, region: Region) -> Mapped {
     let mut d = Draft {
         external_id: json::field(v, "id").and_then(json::id),
         name: json::text_at(v, "name")
@@ -57,7 +58,7 @@ pub fn map_person(v: &Value, region: Region) -> Mapped {
     d.finish(Provider::FollowUpBoss, region)
 }
 
-fn collect(into: &mut Candidates, list: Option<&Value>) {
+fn collect<J: Json>(into: &mut Candidates, list: Option<&J>) {
     for item in json::array(list) {
         into.add(
             entry_value(item, VALUE_KEYS),

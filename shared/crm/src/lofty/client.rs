@@ -1,6 +1,7 @@
 //! The Lofty client (crm-apis.md §2.2): `GET|POST /v1.0/leads`, `PUT /v1.0/leads/{id}`.
 
-use crmsync_domain::{Lead, PhoneNumber, Region};
+use crmsync_domain::json::Json;
+use crmsync_domain::{Lead, Mapped, PhoneNumber, Region};
 use http::Method;
 use serde_json::{Value, json};
 
@@ -61,11 +62,15 @@ impl Crm for LoftyClient {
             query.push(("scrollId", t));
         }
         let url = self.conn.url(&self.api_base, &["v1.0", "leads"], &query)?;
-        let reply = self.conn.get("leads.list", url).await?;
-        let mut body = self.conn.owned_json(reply)?;
-        let records = leads(&mut body).ok_or_else(|| self.conn.shape_error("a leads list"))?;
-        let body = &body;
-        let next_token = scroll_id(body);
+        let reply = self.conn.get_page("leads.list", url).await?;
+        let mut body = self.conn.page_json(&reply)?;
+        let records: Vec<Mapped> = body
+            .take_list("leads")
+            .ok_or_else(|| self.conn.shape_error("a leads list"))?
+            .iter()
+            .map(|r| lofty::map_lead(r, request.region))
+            .collect();
+        let next_token = scroll_id(&body);
         // Followed while it comes back with records: the page-size cap is unconfirmed (25 vs
         // 100), so a short page with a scrollId is not taken as the last one.
         Ok(Page {
@@ -223,11 +228,11 @@ fn leads(body: &mut Value) -> Option<Vec<Value>> {
 
 /// The scroll cursor, from `_metadata` (what integrators read) or `get_metadata` (what the
 /// reference page shows).
-fn scroll_id(body: &Value) -> Option<String> {
+fn scroll_id<J: Json>(body: &J) -> Option<String> {
     ["_metadata", "get_metadata"].iter().find_map(|k| {
-        body.get(*k)?
-            .get("scrollId")?
-            .as_str()
+        body.key(k)?
+            .key("scrollId")?
+            .str()
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::to_owned)

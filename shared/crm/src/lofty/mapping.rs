@@ -16,6 +16,7 @@ use crmsync_domain::Mapped;
 use crmsync_domain::Provider;
 use crmsync_domain::Region;
 use crmsync_domain::json;
+use crmsync_domain::json::Json;
 
 /// Lofty's limit on `firstName` / `lastName`.
 pub const NAME_MAX_CHARS: usize = 30;
@@ -28,15 +29,15 @@ const PRIMARY_KEYS: &[&str] = &["isPrimary", "primary"];
 const TAG_KEYS: &[&str] = &["tagName", "name", "value"];
 
 /// The lead object itself, unwrapping `{"lead": {…}}`.
-fn unwrap_lead(v: &Value) -> &Value {
+fn unwrap_lead<J: Json>(v: &J) -> &J {
     match json::field(v, "lead") {
-        Some(inner) if inner.is_object() && json::field(v, "leadId").is_none() => inner,
+        Some(inner) if inner.is_map() && json::field(v, "leadId").is_none() => inner,
         _ => v,
     }
 }
 
 /// Maps a Lofty lead.
-pub fn map_lead(v: &Value, region: Region) -> Mapped {
+pub fn map_lead<J: Json>(v: &J, region: Region) -> Mapped {
     let v = unwrap_lead(v);
     let mut d = Draft {
         external_id: ["leadId", "id"]

@@ -122,6 +122,10 @@ impl Crm for RexClient {
             let before = if Some(s) == second { offset } else { 0 };
             format!("{s}:{}", before + u64::from(limit))
         });
+        let records = records
+            .iter()
+            .map(|r| rex::map_contact(r, request.region))
+            .collect();
         Ok(Page {
             has_more: full,
             records,

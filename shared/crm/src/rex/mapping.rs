@@ -20,26 +20,27 @@ use crmsync_domain::Mapped;
 use crmsync_domain::Provider;
 use crmsync_domain::Region;
 use crmsync_domain::json;
+use crmsync_domain::json::Json;
 
 const EMAIL_KEYS: &[&str] = &["email_address", "value", "email", "address"];
 const PHONE_KEYS: &[&str] = &["phone_number", "value", "number", "phone"];
 
 /// When a REX record last changed (`system_modtime`, else `updated_at` or `last_updated`): what the
 /// client pages by.
-pub fn updated_at(v: &Value) -> Option<chrono::DateTime<chrono::Utc>> {
+pub fn updated_at<J: Json>(v: &J) -> Option<chrono::DateTime<chrono::Utc>> {
     first_time(v, &["system_modtime", "updated_at", "last_updated"])
 }
 
 /// Maps a REX contact in any of the three shapes.
-pub fn map_contact(v: &Value, region: Region) -> Mapped {
+pub fn map_contact<J: Json>(v: &J, region: Region) -> Mapped {
     read(v).finish(Provider::Rex, region)
 }
 
-fn related<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+fn related<'a, J: Json>(v: &'a J, key: &str) -> &'a [J] {
     json::array(json::field(v, "related").and_then(|r| json::field(r, key)))
 }
 
-fn read(v: &Value) -> Draft {
+fn read<J: Json>(v: &J) -> Draft {
     let first_entry = related(v, "contact_names").first();
     let name = first_entry
         .and_then(|n| {
@@ -109,7 +110,7 @@ fn read(v: &Value) -> Draft {
     d
 }
 
-fn list(into: &mut Candidates, v: Option<&Value>, keys: &[&str]) {
+fn list<J: Json>(into: &mut Candidates, v: Option<&J>, keys: &[&str]) {
     for item in json::array(v) {
         into.add(entry_value(item, keys), false);
     }
@@ -152,7 +153,7 @@ pub fn update_body(external_id: &str, lead: &Lead, existing: &Value) -> Value {
     let name_id = related(existing, "contact_names")
         .first()
         .and_then(|n| json::field(n, "id"))
-        .filter(|id| json::id(id).is_some())
+        .filter(|id| json::id(*id).is_some())
         .cloned();
     let mut related = Map::new();
     if let Some(names) = names_entry(lead, name_id) {

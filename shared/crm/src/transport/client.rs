@@ -210,6 +210,10 @@ pub(crate) struct Call<'a> {
     /// Writes are retried only on 429 and on connection failures where nothing was sent.
     pub idempotent: bool,
     pub pacer: Option<&'a Pacer>,
+    /// A list page: a successful answer's body is only checked to be JSON here (without building it),
+    /// and left in [`Reply::body`] for the caller to read once, into records borrowing from it
+    /// ([`crmsync_domain::json::Loose`]). `Reply::json` is then `None`.
+    pub page: bool,
 }
 
 /// A response that came back (any status), with its body read.
@@ -344,10 +348,15 @@ impl CrmHttp {
                 }
             };
             let blank = body.iter().all(u8::is_ascii_whitespace);
-            let json = if blank {
-                None
+            let (json, readable) = if blank {
+                (None, false)
+            } else if call.page && status.is_success() {
+                let readable = serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok();
+                (None, readable)
             } else {
-                serde_json::from_slice::<Value>(&body).ok()
+                let json = serde_json::from_slice::<Value>(&body).ok();
+                let readable = json.is_some();
+                (json, readable)
             };
 
             let retry_after = matches!(status.as_u16(), 429 | 503)
@@ -399,7 +408,7 @@ impl CrmHttp {
                     continue;
                 }
             }
-            if status.is_success() && json.is_none() && !blank && call.idempotent {
+            if status.is_success() && !readable && !blank && call.idempotent {
                 tracing::warn!(
                     provider,
                     route,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use crmsync_domain::Provider;
+use crmsync_domain::json::Loose;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method};
 use reqwest::Url;
@@ -102,6 +103,18 @@ impl Conn {
         body: Option<&Value>,
         idempotent: bool,
     ) -> Result<Reply, CrmError> {
+        self.call(route, method, url, body, idempotent, false).await
+    }
+
+    async fn call(
+        &self,
+        route: &'static str,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+        idempotent: bool,
+        page: bool,
+    ) -> Result<Reply, CrmError> {
         let mut headers = self
             .headers
             .clone()
@@ -130,6 +143,7 @@ impl Conn {
             route,
             idempotent,
             pacer: Some(&self.pacer),
+            page,
         };
         let reply = self.http.execute(&call, &build).await?;
         let failure = if !reply.status.is_success() {
@@ -156,6 +170,21 @@ impl Conn {
 
     pub(crate) async fn get(&self, route: &'static str, url: Url) -> Result<Reply, CrmError> {
         self.send(route, Method::GET, url, None, true).await
+    }
+
+    /// A GET of a list page: its body is read by [`Conn::page_json`], not into `Reply::json`.
+    pub(crate) async fn get_page(&self, route: &'static str, url: Url) -> Result<Reply, CrmError> {
+        self.call(route, Method::GET, url, None, true, true).await
+    }
+
+    /// The JSON body of a list page ([`Conn::get_page`]), its strings borrowed from the reply.
+    pub(crate) fn page_json<'r>(&self, reply: &'r Reply) -> Result<Loose<'r>, CrmError> {
+        serde_json::from_slice(&reply.body).map_err(|_| {
+            CrmError::Decode(format!(
+                "{} answered without a JSON body",
+                self.provider().label()
+            ))
+        })
     }
 
     /// The JSON body of a successful answer, or `Decode`.
