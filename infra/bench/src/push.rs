@@ -1,5 +1,5 @@
 //! Push pacing: leads delivered to a sandbox Follow Up Boss whose rate limit is set low, against the
-//! rate that limit allows (each lead is two requests: find by phone, then create).
+//! rate that limit allows at the requests each lead took (the searches of its lookup by phone, then the create).
 //!
 //! * **webhook**: the leads are posted one after the other to the real `lead-webhook` handler, which
 //!   records each in the outbox and pushes it within its time budget.
