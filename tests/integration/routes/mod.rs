@@ -15,4 +15,4 @@ mod oauth_callback;
 mod oauth_start;
 pub(crate) mod scheduled_sync;
 pub(crate) mod sync_logs;
-mod sync_worker;
+pub(crate) mod sync_worker;

@@ -60,7 +60,7 @@ async fn pull_logs(env: &Env, user: Uuid) -> i64 {
 }
 
 #[tokio::test]
-async fn overlapping_dispatcher_runs_queue_each_due_integration_once() {
+pub(crate) async fn overlapping_dispatcher_runs_queue_each_due_integration_once() {
     let queues = SyncQueues::create(Duration::from_secs(30), 4).await;
     let env = Env::start_queued(&queues).await;
     let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
@@ -275,7 +275,7 @@ async fn sync_now(
 }
 
 #[tokio::test]
-async fn ten_concurrent_sync_now_calls_run_the_integration_once() {
+pub(crate) async fn ten_concurrent_sync_now_calls_run_the_integration_once() {
     let provider = Provider::Rex;
     let queues = SyncQueues::create(Duration::from_secs(30), 4).await;
     let env = Env::start_queued(&queues).await;
