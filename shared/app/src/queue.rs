@@ -215,10 +215,37 @@ pub struct Dispatched {
 }
 
 type SendFuture<'a> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), AppError>> + Send + 'a>>;
+    std::pin::Pin<Box<dyn std::future::Future<Output = (usize, usize)> + Send + 'a>>;
 
-/// Messages sent at once by the dispatcher.
-const SEND_CONCURRENCY: usize = 16;
+/// Batches the dispatcher sends at once.
+const SEND_CONCURRENCY: usize = 4;
+
+/// Sends the first messages of claims just taken, in one call; the claims of those that could not be
+/// sent are released (the next run queues them). How many were sent, and how many not.
+async fn send_batch_or_release(ctx: &Context, messages: &[SyncMessage]) -> (usize, usize) {
+    let Ok(queue) = the_queue(ctx) else {
+        return (0, messages.len());
+    };
+    let bodies: Vec<String> = messages
+        .iter()
+        .map(|m| serde_json::to_string(m).unwrap_or_default())
+        .collect();
+    let results = queue.queue.send_batch(&bodies).await;
+    let (mut sent, mut failed) = (0, 0);
+    for (message, result) in messages.iter().zip(results) {
+        match result {
+            Ok(()) => sent += 1,
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(error = %e, integration = %message.integration_id, "cannot queue a due integration");
+                if let Err(release) = ctx.store.release_claim(&message.claim()).await {
+                    tracing::warn!(error = %release, "cannot release a queue claim whose message was not sent");
+                }
+            }
+        }
+    }
+    (sent, failed)
+}
 
 /// The scheduled run as a dispatcher: claims every active integration that is due (a pull by
 /// [`crate::schedule::due`], or deliveries due) and is not queued, and sends one message for each.
@@ -249,25 +276,25 @@ pub async fn dispatch(ctx: &Context) -> Result<Dispatched, AppError> {
         already_queued: due.len() - claims.len(),
         ..Default::default()
     };
-    // Boxed and owning their message: that keeps the run's future `Send` provable (as the scheduled
-    // run's pulls).
-    let sends: Vec<SendFuture<'_>> = claims
-        .iter()
-        .map(|claim| -> SendFuture<'_> {
-            let pull = pull_due.contains(&claim.integration_id);
-            let message = message(claim, Reason::Schedule, Trigger::Schedule, pull);
-            Box::pin(async move { send_claimed(ctx, &message).await })
+    // Ten messages a call (SendMessageBatch), a few calls at once; each batch boxed and owning its
+    // messages, which keeps the run's future `Send` provable (as the scheduled run's pulls).
+    let batches: Vec<SendFuture<'_>> = claims
+        .chunks(crmsync_aws::queue::BATCH)
+        .map(|chunk| -> SendFuture<'_> {
+            let messages: Vec<SyncMessage> = chunk
+                .iter()
+                .map(|claim| {
+                    let pull = pull_due.contains(&claim.integration_id);
+                    message(claim, Reason::Schedule, Trigger::Schedule, pull)
+                })
+                .collect();
+            Box::pin(async move { send_batch_or_release(ctx, &messages).await })
         })
         .collect();
-    let mut sends = futures::stream::iter(sends).buffer_unordered(SEND_CONCURRENCY);
-    while let Some(sent) = sends.next().await {
-        match sent {
-            Ok(()) => report.queued += 1,
-            Err(e) => {
-                report.failed += 1;
-                tracing::warn!(error = %e, "cannot queue a due integration");
-            }
-        }
+    let mut sends = futures::stream::iter(batches).buffer_unordered(SEND_CONCURRENCY);
+    while let Some((sent, failed)) = sends.next().await {
+        report.queued += sent;
+        report.failed += failed;
     }
     drop(sends);
     match ctx.store.health().await {

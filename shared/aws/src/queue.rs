@@ -11,6 +11,8 @@ const SQS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 const SQS_OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
 /// SQS's longest message delay.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
+/// Messages in one `SendMessageBatch` call (SQS's most).
+pub const BATCH: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot send to the sync queue: {0}")]
@@ -61,5 +63,75 @@ impl Queue {
             .await
             .map(|_| ())
             .map_err(|e| QueueError(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))
+    }
+
+    /// Sends up to [`BATCH`] bodies in one call, each to be received at once: for each body, in order,
+    /// whether it was sent.
+    pub async fn send_batch(&self, bodies: &[String]) -> Vec<Result<(), QueueError>> {
+        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+        let entries: Result<Vec<_>, _> = bodies
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .build()
+            })
+            .collect();
+        let failed_all = |why: String| {
+            bodies
+                .iter()
+                .map(|_| Err(QueueError(why.clone())))
+                .collect()
+        };
+        let entries = match entries {
+            Ok(entries) => entries,
+            Err(e) => return failed_all(e.to_string()),
+        };
+        let out = match self
+            .client
+            .send_message_batch()
+            .queue_url(&self.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => return failed_all(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()),
+        };
+        let mut results: Vec<Result<(), QueueError>> = bodies
+            .iter()
+            .map(|_| {
+                Err(QueueError(
+                    "SQS did not say whether it took the message".into(),
+                ))
+            })
+            .collect();
+        for ok in out.successful() {
+            if let Some(r) = ok
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| results.get_mut(i))
+            {
+                *r = Ok(());
+            }
+        }
+        for failed in out.failed() {
+            if let Some(r) = failed
+                .id()
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| results.get_mut(i))
+            {
+                *r = Err(QueueError(format!(
+                    "{} ({})",
+                    failed.message().unwrap_or("refused"),
+                    failed.code()
+                )));
+            }
+        }
+        results
     }
 }

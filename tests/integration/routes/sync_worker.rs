@@ -406,3 +406,74 @@ async fn a_sync_now_cut_short_answers_its_progress_and_finishes_in_the_backgroun
         worked.len()
     ));
 }
+
+/// SQS delivers at least once: a message received twice (or sent again by an earlier claim) after its
+/// work is done is dropped, not run again; and a message for an integration paused meanwhile does
+/// nothing and frees the integration for the next run.
+#[tokio::test]
+async fn a_duplicate_message_runs_nothing_and_one_for_a_paused_integration_is_dropped() {
+    let provider = Provider::FollowUpBoss;
+    let queues = SyncQueues::create(Duration::from_secs(30), 4).await;
+    let env = Env::start_queued(&queues).await;
+    env.sandbox.seed(sandbox_provider(provider), 4, 60);
+    let user = Uuid::new_v4();
+    env.connect(user, provider).await;
+    assert_eq!(dispatched(&scheduled_run(&env.app).await).queued, 1);
+    let first = queues.receive_within(Duration::from_secs(5)).await;
+    assert_eq!(first.len(), 1);
+    let duplicate = first[0].body.clone();
+    let polled = queues.work(&env.app, first, Duration::from_secs(60)).await;
+    assert!(polled.answer.unwrap().batch_item_failures.is_empty());
+    assert_eq!(pull_logs(&env, user).await, 1);
+
+    // The same message once more: acknowledged, nothing run.
+    queues
+        .sqs
+        .send_message()
+        .queue_url(&queues.url)
+        .message_body(&duplicate)
+        .send()
+        .await
+        .unwrap();
+    let worked = queues.drain(&env.app, Duration::from_secs(10)).await;
+    assert_eq!(worked.len(), 1);
+    assert_eq!(pull_logs(&env, user).await, 1, "the duplicate ran nothing");
+
+    // Queued, then paused before the worker gets to it: dropped, and the claim is freed.
+    assert_eq!(dispatched(&scheduled_run(&env.app).await).queued, 1);
+    let id = env
+        .store
+        .integration_by_provider(user, provider)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let paused = crate::support::api::update(
+        &env,
+        user,
+        &id.to_string(),
+        serde_json::json!({"status": "paused"}),
+    )
+    .await;
+    assert_eq!(paused.status, StatusCode::OK, "{:?}", paused.body);
+    let worked = queues.drain(&env.app, Duration::from_secs(10)).await;
+    assert_eq!(worked.len(), 1);
+    assert_eq!(
+        pull_logs(&env, user).await,
+        1,
+        "a paused integration is not pulled"
+    );
+    let resumed = crate::support::api::update(
+        &env,
+        user,
+        &id.to_string(),
+        serde_json::json!({"status": "active"}),
+    )
+    .await;
+    assert_eq!(resumed.status, StatusCode::OK);
+    assert_eq!(
+        dispatched(&scheduled_run(&env.app).await).queued,
+        1,
+        "queued again once active"
+    );
+}
