@@ -88,6 +88,10 @@ pub struct Context {
     /// connected integration subscribes to its CRM's contact changes ([`crate::live`]); without, it is
     /// polled only.
     pub webhook_base: Option<String>,
+    /// The sync queue (`SYNC_QUEUE_URL`): with one, the scheduled run dispatches a message per due
+    /// integration and syncs cut short continue in the background ([`crate::queue`]); without, the
+    /// scheduled run syncs in its own Lambda ([`crate::schedule::run`]).
+    pub queue: Option<crate::SyncQueue>,
 }
 
 impl std::fmt::Debug for Context {

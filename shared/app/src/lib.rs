@@ -17,7 +17,9 @@ pub mod metrics;
 pub mod oauth;
 pub mod pull;
 pub mod push;
+pub mod queue;
 pub mod schedule;
 
 pub use context::{Context, Crms, Settings};
 pub use error::{AppError, Internal};
+pub use queue::SyncQueue;

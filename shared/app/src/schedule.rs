@@ -29,7 +29,7 @@ pub const LIVE_POLL_EVERY: std::time::Duration = std::time::Duration::from_secs(
 
 /// Whether the scheduled run polls `integration` now: always when it is polled only; when it is live,
 /// once [`LIVE_POLL_EVERY`] has passed since its last sync.
-fn due(integration: &IntegrationRecord, now: chrono::DateTime<chrono::Utc>) -> bool {
+pub(crate) fn due(integration: &IntegrationRecord, now: chrono::DateTime<chrono::Utc>) -> bool {
     let every = chrono::Duration::from_std(LIVE_POLL_EVERY).unwrap_or(chrono::Duration::MAX);
     match (integration.live_since, integration.last_sync_at) {
         (Some(_), Some(last)) => now - last >= every,

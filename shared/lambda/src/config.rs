@@ -30,7 +30,19 @@ pub struct Settings {
     /// `CRM_WEBHOOK_BASE_URL`: the public base address of the API, under which CRMs call
     /// `/api/webhooks/crm/{provider}/{token}`. Unset: integrations are polled only.
     pub webhook_base: Option<String>,
+    /// `SYNC_QUEUE_URL`: the sync queue (SQS) that `scheduled-sync` dispatches to and `sync-worker`
+    /// consumes. Unset: the scheduled run syncs in its own Lambda, and a sync cut short continues at
+    /// the next run.
+    pub sync_queue_url: Option<String>,
+    /// `SYNC_CLAIM_TTL_SECONDS` (default 7200): how long an integration stays claimed by a queued
+    /// message its worker has not finished, at least the queue's visibility timeout times its
+    /// receives before the dead-letter queue (see `crmsync_app::SyncQueue::claim_ttl`).
+    pub sync_claim_ttl: std::time::Duration,
 }
+
+/// The default of `SYNC_CLAIM_TTL_SECONDS`: the template's queue redelivers a message after 1,800 s,
+/// 4 times.
+pub const DEFAULT_SYNC_CLAIM_TTL: std::time::Duration = std::time::Duration::from_secs(7200);
 
 impl Settings {
     /// Reads the process environment.
@@ -87,6 +99,19 @@ impl Settings {
                 .unwrap_or_else(|| "crmsync-rate-limits".into()),
             default_phone_region,
             webhook_base,
+            sync_queue_url: get("SYNC_QUEUE_URL"),
+            sync_claim_ttl: match get("SYNC_CLAIM_TTL_SECONDS") {
+                None => DEFAULT_SYNC_CLAIM_TTL,
+                Some(v) => match v.parse::<u64>() {
+                    Ok(secs) if secs > 0 => std::time::Duration::from_secs(secs),
+                    _ => {
+                        return Err(ConfigError::BadEnv {
+                            name: "SYNC_CLAIM_TTL_SECONDS",
+                            why: format!("`{v}` is not a whole number of seconds above 0"),
+                        });
+                    }
+                },
+            },
         })
     }
 }

@@ -64,6 +64,8 @@ pub struct App {
     /// [`SCHEDULED_DB_POOL_SIZE`]). Read when the store is made, on the first event that needs it.
     pub db_pool_size: usize,
     secrets: Deferred<SecretsProvider>,
+    /// The AWS configuration the sync queue is reached with (its client is made with the context).
+    aws: aws_config::SdkConfig,
     ready: OnceCell<Ready>,
 }
 
@@ -90,7 +92,7 @@ impl App {
         Self::with_aws(settings, aws, aws)
     }
 
-    /// As [`App::new`], with Secrets Manager reached through `secrets_aws` and DynamoDB (caller limits,
+    /// As [`App::new`], with Secrets Manager (and the sync queue) reached through `secrets_aws` and DynamoDB (caller limits,
     /// CRM pacing, OAuth states) through `dynamo_aws`. Production passes the same configuration twice;
     /// the reliability tests give DynamoDB a dead endpoint while the secret still comes from moto.
     pub fn with_aws(
@@ -119,6 +121,7 @@ impl App {
             create_settle: crmsync_app::Settings::default().create_settle,
             db_pool_size: DB_POOL_SIZE,
             secrets,
+            aws: secrets_aws.clone(),
             ready: OnceCell::new(),
         })
     }
@@ -152,6 +155,12 @@ impl App {
                         create_settle: self.create_settle,
                     },
                     webhook_base: self.settings.webhook_base.clone(),
+                    queue: self.settings.sync_queue_url.as_ref().map(|url| {
+                        crmsync_app::SyncQueue {
+                            queue: crmsync_aws::Queue::new(&self.aws, url.clone()),
+                            claim_ttl: self.settings.sync_claim_ttl,
+                        }
+                    }),
                 };
                 Ok(Ready { secrets, jwt, ctx })
             })

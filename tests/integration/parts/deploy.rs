@@ -379,10 +379,13 @@ fn every_function_crate_is_in_the_template_and_the_contract() {
         assert_eq!(arch, ["arm64"], "{id}: Architectures");
         let timeout = prop("Timeout").and_then(Value::as_u64).unwrap_or(3);
         if f.routes.is_empty() {
-            // The scheduled function: no route, a schedule, at most Lambda's 15 minutes.
+            // The scheduled function and the queue's worker: no route, a schedule or the SQS event
+            // source, at most Lambda's 15 minutes.
             assert!(
-                f.other_events.iter().any(|e| e.starts_with("Schedule")),
-                "{id}: a function without routes runs on a schedule"
+                f.other_events
+                    .iter()
+                    .any(|e| e.starts_with("Schedule") || e == "SQS"),
+                "{id}: a function without routes runs on a schedule or a queue"
             );
             assert!(timeout <= 900, "{id}: Timeout {timeout} s");
         } else {

@@ -159,4 +159,6 @@ through_pgbouncer! {
     scheduled_run => crate::routes::scheduled_sync::a_scheduled_run_pulls_every_integration_then_drains_the_outbox;
     sync_logs_pages => crate::routes::sync_logs::logs_page_newest_first_and_outlive_a_disconnect;
     integration_sync => crate::routes::integration_sync::an_integration_sync_pulls_then_pushes_the_waiting_leads;
+    queue_dispatch_once => crate::routes::sync_worker::overlapping_dispatcher_runs_queue_each_due_integration_once;
+    queue_sync_now_once => crate::routes::sync_worker::ten_concurrent_sync_now_calls_run_the_integration_once;
 }

@@ -277,3 +277,82 @@ async fn a_rex_contact_created_reaches_contacts_through_the_admin_webhook() {
     let r = forward(&env, &d, &d.body).await;
     assert_eq!(r.body["duplicate"], true, "{}", r.body);
 }
+
+/// A delivery whose work the CRM's deadline cuts short (here a Lofty Lead Info delivery, which pulls
+/// the whole account, on a slow CRM) answers in time with `complete: false`, and queues a sync of the
+/// account that finishes the rest in the background (`sync-worker`).
+#[tokio::test]
+async fn a_delivery_cut_short_by_the_deadline_queues_the_rest_of_the_account() {
+    use crate::support::queue::SyncQueues;
+    use crate::support::rows::{assert_same, expected, stored};
+    use crmsync_domain::Provider;
+
+    let receiver = receiver().await;
+    let queues = SyncQueues::create(Duration::from_secs(30), 4).await;
+    let env = Env::start_live_queued(&receiver.uri(), &queues).await;
+    env.sandbox.seed(
+        crate::support::env::sandbox_provider(Provider::Lofty),
+        9,
+        1_200,
+    );
+    let user = Uuid::new_v4();
+    let made = connect(
+        &env,
+        user,
+        json!({"provider": "lofty", "apiKey": LOFTY_KEY}),
+    )
+    .await;
+    assert_status(&made, StatusCode::CREATED);
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{}/v1.0/leads", env.sandbox.lofty_api_base()))
+        .header("Authorization", format!("token {LOFTY_KEY}"))
+        .header("Content-Type", "application/json")
+        .json(&json!({"firstName": "Queued", "lastName": "Rest", "phones": ["4155550198"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let got = deliveries(&receiver, 1).await;
+    let d = got.first().expect("a delivery").clone();
+    // Lofty shows new leads after a while (crm-apis §2.2).
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    // A slow Lofty: reading the whole account takes longer than the delivery may.
+    env.sandbox
+        .set_faults(
+            crate::support::env::sandbox_provider(Provider::Lofty),
+            crm_sandbox::FaultConfig {
+                latency_ms: 200,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let started = std::time::Instant::now();
+    let r = forward(&env, &d, &d.body).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered in time"
+    );
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["complete"], false, "{}", r.body);
+    assert_eq!(r.body["queued"], true, "{}", r.body);
+    assert!(stored(&env, user).await.len() < 1_200);
+
+    env.sandbox
+        .set_faults(
+            crate::support::env::sandbox_provider(Provider::Lofty),
+            Default::default(),
+        )
+        .unwrap();
+    let worked = queues.drain(&env.app, Duration::from_secs(120)).await;
+    assert_eq!(worked[0].json()["reason"], "webhook", "{:?}", worked[0]);
+    assert_same(
+        &stored(&env, user).await,
+        &expected(&env, Provider::Lofty).await,
+        "the rest of the account, through the queue",
+    );
+    assert!(
+        stored(&env, user).await.contains_key("+14155550198"),
+        "the lead the delivery named"
+    );
+}

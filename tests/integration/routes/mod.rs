@@ -15,3 +15,4 @@ mod oauth_callback;
 mod oauth_start;
 pub(crate) mod scheduled_sync;
 pub(crate) mod sync_logs;
+pub(crate) mod sync_worker;

@@ -108,7 +108,46 @@ impl Env {
 
     /// An environment on a database of the caller's (migrated), e.g. on a Postgres it restarts.
     pub async fn start_with(db_store: (crmsync_testkit::TestDb, Store)) -> Env {
-        Self::start_full(db_store, None, None).await
+        Self::start_full(db_store, None, None, &[]).await
+    }
+
+    /// [`Env::start_live`] with a sync queue (see [`Env::start_queued`]).
+    pub async fn start_live_queued(
+        webhook_base: &str,
+        queues: &crate::support::queue::SyncQueues,
+    ) -> Env {
+        Self::start_full(
+            crate::support::common::migrated_store().await,
+            None,
+            Some(webhook_base.to_owned()),
+            &[
+                ("SYNC_QUEUE_URL", queues.url.clone()),
+                (
+                    "SYNC_CLAIM_TTL_SECONDS",
+                    queues.claim_ttl_secs().to_string(),
+                ),
+            ],
+        )
+        .await
+    }
+
+    /// An environment with a sync queue (`SYNC_QUEUE_URL`): `scheduled-sync` dispatches to it, "sync
+    /// now" and CRM webhooks queue their rest on it; `queues` made by
+    /// [`crate::support::queue::SyncQueues::create`].
+    pub async fn start_queued(queues: &crate::support::queue::SyncQueues) -> Env {
+        Self::start_full(
+            crate::support::common::migrated_store().await,
+            None,
+            None,
+            &[
+                ("SYNC_QUEUE_URL", queues.url.clone()),
+                (
+                    "SYNC_CLAIM_TTL_SECONDS",
+                    queues.claim_ttl_secs().to_string(),
+                ),
+            ],
+        )
+        .await
     }
 
     /// An environment whose integrations subscribe to their CRM's changes, with callback addresses
@@ -118,6 +157,7 @@ impl Env {
             crate::support::common::migrated_store().await,
             None,
             Some(webhook_base.to_owned()),
+            &[],
         )
         .await
     }
@@ -129,6 +169,7 @@ impl Env {
             crate::support::common::migrated_store().await,
             Some(sandbox_url.to_owned()),
             None,
+            &[],
         )
         .await
     }
@@ -137,6 +178,7 @@ impl Env {
         (db, store): (crmsync_testkit::TestDb, Store),
         sandbox_url: Option<String>,
         webhook_base: Option<String>,
+        extra: &[(&'static str, String)],
     ) -> Env {
         crate::support::capture::install();
         let sandbox = Sandbox::spawn(SandboxConfig {
@@ -181,6 +223,7 @@ impl Env {
         if let Some(base) = webhook_base {
             vars.insert("CRM_WEBHOOK_BASE_URL", base);
         }
+        vars.extend(extra.iter().cloned());
         let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("settings");
         let app = test_app(settings.clone(), &conf, &conf);
         Env {

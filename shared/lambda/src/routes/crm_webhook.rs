@@ -9,7 +9,8 @@
 use std::time::{Duration, Instant};
 
 use crmsync_app::live;
-use crmsync_domain::Provider;
+use crmsync_app::queue::{self, Reason, Requested};
+use crmsync_domain::{Provider, Trigger};
 use http::StatusCode;
 use serde::Serialize;
 
@@ -19,7 +20,7 @@ use crate::request::{self, respond};
 use crate::wiring::App;
 
 /// How long a delivery is worked on before the answer (Follow Up Boss wants one within 10 s; the rest
-/// of what it named is left to the scheduled poll).
+/// of what it named is queued, or, without a queue, left to the scheduled poll).
 const BUDGET: Duration = Duration::from_secs(7);
 
 #[derive(Debug, Default, Serialize)]
@@ -31,6 +32,9 @@ struct Reply {
     duplicate: bool,
     #[serde(flatten)]
     applied: live::Applied,
+    /// What the deadline left undone was queued: a sync of the account finishes it in the background.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    queued: bool,
 }
 
 pub async fn handle(app: &App, req: lambda_http::Request) -> Response {
@@ -57,11 +61,25 @@ async fn receive(app: &App, req: &lambda_http::Request) -> Result<Response, ApiE
                 complete: true,
                 ..live::Applied::default()
             },
+            queued: false,
         };
         return Ok(json(StatusCode::OK, &reply));
     };
     let deadline = request::deadline(req).map_or(started + BUDGET, |d| d.min(started + BUDGET));
     let applied = live::apply(ctx, &received.integration, change, Some(deadline)).await?;
+    // The rest, with a queue, is a sync of the account in the background (unless one is queued or
+    // running already); without, the next scheduled poll's. Queued before the delivery counts as
+    // done: if it cannot be, the CRM sends the delivery again.
+    let queued = !applied.complete
+        && ctx.queue.is_some()
+        && queue::request(
+            ctx,
+            &received.integration,
+            Reason::Webhook,
+            Trigger::Webhook,
+        )
+        .await?
+            == Requested::Queued;
     live::done(ctx, &received).await?;
     tracing::info!(
         provider = provider.as_str(), integration = %received.integration.id,
@@ -74,6 +92,7 @@ async fn receive(app: &App, req: &lambda_http::Request) -> Result<Response, ApiE
             accepted: true,
             duplicate: false,
             applied,
+            queued,
         },
     ))
 }

@@ -14,3 +14,4 @@ pub mod oauth_callback;
 pub mod oauth_start;
 pub mod scheduled_sync;
 pub mod sync_logs;
+pub mod sync_worker;
