@@ -230,22 +230,44 @@ async fn the_same_lead_delivered_1000_times_at_once_is_pushed_once() {
         firsts, 1,
         "one delivery recorded the lead; the rest were duplicates"
     );
-    // Whatever the first webhook's budget left goes out with the scheduled drain.
-    crmsync_app::push::drain_all(env.ctx().await, Instant::now() + Duration::from_secs(30))
-        .await
-        .unwrap();
+    // Whatever the first webhook's budget left goes out with the scheduled drains: under load a
+    // delivery may still be leased by the webhook that claimed it, or waiting for an unanswered create
+    // to settle, when the first drain looks; the scheduled run drains again until it is out. Lofty
+    // then shows a new lead only after its persistence lag (crm-apis §2.2).
+    let admin = crmsync_testkit::connect(&env.db.url).await;
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut drains = 0;
+    loop {
+        drains += 1;
+        crmsync_app::push::drain_all(env.ctx().await, Instant::now() + Duration::from_secs(30))
+            .await
+            .unwrap();
+        let pending: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM push_deliveries WHERE status <> 'delivered'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if pending == 0 || Instant::now() > until {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     for p in crms {
-        assert_eq!(
-            people_with(&env, p, "+14155550123").await.len(),
-            1,
-            "{p}: pushed once"
-        );
+        let until = Instant::now() + Duration::from_secs(10);
+        let mut found = people_with(&env, p, "+14155550123").await;
+        while found.is_empty() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            found = people_with(&env, p, "+14155550123").await;
+        }
+        assert_eq!(found.len(), 1, "{p}: pushed once");
         let created =
             env.sandbox.stats()["providers"][sandbox_provider(p).name()]["contacts_created"]
                 .clone();
         assert_eq!(created, 1, "{p}: created once");
     }
-    let admin = crmsync_testkit::connect(&env.db.url).await;
     let (events, deliveries, logs): (i64, i64, i64) = {
         let row = admin
             .query_one(
@@ -261,8 +283,8 @@ async fn the_same_lead_delivered_1000_times_at_once_is_pushed_once() {
     assert_eq!((events, deliveries, logs), (1, 3, 3));
     report(format!(
         "races/same-lead: {DELIVERIES} concurrent deliveries of one lead version (envelope, Supabase, \
-         Standard Webhooks) over 4 App instances in {took:?}: 1 event, 3 deliveries, each CRM created \
-         the person once"
+         Standard Webhooks) over 4 App instances in {took:?}: 1 event, 3 deliveries ({drains} scheduled \
+         drain(s) for what the first budget left), each CRM created the person once"
     ));
 }
 
