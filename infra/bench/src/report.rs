@@ -311,8 +311,9 @@ fn figures(r: &Results) -> Figures {
             // What the limit allows at the requests each lead took in this run (the searches a lookup
             // needs and the create): pacing is judged on the calls it was given, not on an assumed count.
             let per_lead = p.crm_requests as f64 / p.delivered.max(1) as f64;
-            let allowed =
-                f64::from(r.config.push_limit) / f64::from(r.config.push_window) / per_lead.max(1.0);
+            let allowed = f64::from(r.config.push_limit)
+                / f64::from(r.config.push_window)
+                / per_lead.max(1.0);
             let rate = p.delivered as f64 / p.secs;
             PushFigures {
                 mode: p.mode,
