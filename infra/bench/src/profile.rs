@@ -35,8 +35,8 @@ fn category(symbol: &str) -> Option<&'static str> {
     let has = |needles: &[&str]| needles.iter().any(|n| symbol.contains(n));
     if has(&["rlibphonenumber::", "phonenumber::", "regex_cache::"]) {
         Some("phone numbers: parsing and validation (`rlibphonenumber`, its regular expressions)")
-    } else if has(&["serde_json::"]) {
-        Some("JSON: parsing the pages, building and dropping `serde_json::Value`s")
+    } else if has(&["serde_json::", "crmsync_domain::loose"]) {
+        Some("JSON: parsing the pages into borrowed `Loose` values (and other JSON), dropping them")
     } else if has(&[
         "tokio_postgres::",
         "postgres_protocol::",
