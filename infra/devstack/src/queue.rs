@@ -322,9 +322,8 @@ impl Poller {
                 );
                 if !failed.is_empty() {
                     line.push_str(&format!(
-                        ", {} failed (received again after {} s)",
-                        failed.len(),
-                        self.queues.visibility.as_secs()
+                        ", {} failed (kept: received again after the visibility timeout)",
+                        failed.len()
                     ));
                 }
                 if !not_deleted.is_empty() {
@@ -336,8 +335,7 @@ impl Poller {
                 println!("{line}");
             }
             Err(why) => println!(
-                "sync queue: sync-worker took {what} in {took:.1} s: {why}; kept, received again after {} s",
-                self.queues.visibility.as_secs()
+                "sync queue: sync-worker took {what} in {took:.1} s: {why}; kept: received again after the visibility timeout"
             ),
         }
     }
