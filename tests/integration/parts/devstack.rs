@@ -346,6 +346,9 @@ async fn make_dev_feeds_the_sync_queue_to_sync_worker() {
     assert_eq!(pulls[0]["trigger"], "schedule");
     assert_eq!(pulls[0]["status"], "success");
     assert!(n >= 30, "only {n} of 40 Lofty records stored");
+    let metrics = &pulls[0]["metrics"];
+    assert_eq!(metrics["totalFetched"], 40, "{metrics}");
+    assert_eq!(metrics["skipped"].as_i64(), Some(40 - n), "{metrics}");
     assert_eq!(contacts("lofty").await, n);
     println!(
         "devstack: enqueue to {n} Lofty contacts in contacts: {:.2} s ({line})",
@@ -394,10 +397,8 @@ async fn make_dev_feeds_the_sync_queue_to_sync_worker() {
         status.is_success(),
         "touching a FUB record: {status} {touched}"
     );
-    let id = touched["ids"][0]
-        .as_u64()
-        .expect("a touched id")
-        .to_string();
+    let touched_id = touched["ids"][0].as_u64().expect("a touched id");
+    let id = touched_id.to_string();
     let until = Instant::now() + Duration::from_secs(60);
     loop {
         let row = db
@@ -433,7 +434,7 @@ async fn make_dev_feeds_the_sync_queue_to_sync_worker() {
         .filter(|d| {
             d["ids"]
                 .as_array()
-                .is_some_and(|ids| ids.iter().any(|x| x.to_string() == id))
+                .is_some_and(|ids| ids.iter().any(|x| x.as_u64() == Some(touched_id)))
         })
         .collect();
     assert!(
