@@ -1,11 +1,14 @@
 //! `crmsync-dev`: the local stack, and the demo that runs the main job on it.
 //!
 //! * `crmsync-dev dev` starts Postgres (its cluster kept in `.dev/pg`), moto with the rate-limit table
-//!   and the configuration secret, the CRM sandbox, and `cargo lambda watch` serving every function at
-//!   the same paths as API Gateway; prints the URLs and a dev JWT; stops everything on Ctrl-C.
+//!   and the configuration secret, a second moto with the sync queue and its dead-letter queue, the CRM
+//!   sandbox, `cargo lambda watch` serving every function at the same paths as API Gateway, and a
+//!   poller that feeds the sync queue to `sync-worker` as Lambda's event source does ([`queue`]);
+//!   prints the URLs and a dev JWT; stops everything on Ctrl-C.
 //! * `crmsync-dev demo` starts the same stack, connects REX and Follow Up Boss through their OAuth
-//!   flows and Lofty by API key, syncs contacts from each, posts a lead to the webhook and shows it
-//!   arriving in the three CRMs, prints the sync logs, stops the stack and exits 0.
+//!   flows and Lofty by API key, syncs contacts from REX and Follow Up Boss, runs the scheduled run,
+//!   whose message for Lofty `sync-worker` takes from the queue, posts a lead to the webhook and shows
+//!   it arriving in the three CRMs, prints the sync logs, stops the stack and exits 0.
 //!
 //! No AWS account and no CRM credentials are needed: AWS is moto, the CRMs are the sandbox.
 
@@ -17,12 +20,23 @@ use crm_sandbox::{Sandbox, SandboxConfig, SandboxHandle};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+mod queue;
+
 const PG_PORT: Port = Port("DEV_PG_PORT", 54329);
 const MOTO_PORT: Port = Port("DEV_MOTO_PORT", 5055);
+/// moto for SQS alone (see [`SQS_LAUNCHER`]).
+const SQS_PORT: Port = Port("DEV_SQS_PORT", 5056);
 const SANDBOX_PORT: Port = Port("DEV_SANDBOX_PORT", 8787);
 const API_PORT: Port = Port("DEV_API_PORT", 9000);
 /// How long `cargo lambda watch` waits for a function's answer (`DEV_WATCH_TIMEOUT`, seconds).
 const WATCH_TIMEOUT: Port = Port("DEV_WATCH_TIMEOUT", 120);
+/// The sync queue's visibility timeout (`DEV_QUEUE_VISIBILITY`, seconds): the template's 1,800 s is 6
+/// times the worker's 300 s timeout; locally a failed message comes back after one worker timeout.
+const QUEUE_VISIBILITY: Port = Port("DEV_QUEUE_VISIBILITY", 300);
+/// `sync-worker` invocations at once (`DEV_SYNC_WORKER_CONCURRENCY`): the template's
+/// `SyncWorkerConcurrency` at its least. `cargo lambda watch` runs up to this many instances of a
+/// function.
+const SYNC_WORKER_CONCURRENCY: Port = Port("DEV_SYNC_WORKER_CONCURRENCY", 2);
 const SECRET_ID: &str = "crmsync/dev";
 const TABLE: &str = "crmsync-dev-rate-limits";
 /// The database of `dev` (kept between runs) and of `demo` (made afresh each run).
@@ -83,14 +97,21 @@ async fn step<T, F: std::future::Future<Output = Result<T, Error>>>(
 struct Stack {
     pg: crmsync_testkit::PgServer,
     moto: Child,
+    /// moto serving SQS (threaded, so a long poll holds one thread, not the emulator).
+    sqs_moto: Option<Child>,
+    queues: Option<queue::SyncQueues>,
     sandbox: Option<SandboxHandle>,
     watch: Option<Child>,
+    poller: Option<tokio::task::JoinHandle<()>>,
     secrets: Value,
 }
 
 impl Drop for Stack {
     fn drop(&mut self) {
         println!("→ stopping the stack…");
+        if let Some(poller) = self.poller.take() {
+            poller.abort();
+        }
         if let Some(mut watch) = self.watch.take() {
             // An interrupt makes cargo lambda watch stop the functions it started, then exit.
             let pid = watch.id().to_string();
@@ -106,6 +127,10 @@ impl Drop for Stack {
             let _ = watch.wait();
         }
         drop(self.sandbox.take());
+        if let Some(mut sqs) = self.sqs_moto.take() {
+            let _ = sqs.kill();
+            let _ = sqs.wait();
+        }
         let _ = self.moto.kill();
         let _ = self.moto.wait();
         self.pg.stop();
@@ -144,10 +169,21 @@ fn dev_secrets(dir: &Path) -> Result<Value, Error> {
     Ok(secrets)
 }
 
-fn env_file(dir: &Path) -> Result<PathBuf, Error> {
+fn env_file(dir: &Path, queues: &queue::SyncQueues) -> Result<PathBuf, Error> {
     let path = dir.join("lambda.env");
     let vars = [
         ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{MOTO_PORT}")),
+        // SQS is the second moto's (the SDK's service-specific endpoint).
+        (
+            "AWS_ENDPOINT_URL_SQS",
+            format!("http://127.0.0.1:{SQS_PORT}"),
+        ),
+        // Every function that sends to the queue has it, as the template's Globals give it.
+        ("SYNC_QUEUE_URL", queues.url.clone()),
+        (
+            "SYNC_CLAIM_TTL_SECONDS",
+            queues.claim_ttl().as_secs().to_string(),
+        ),
         ("AWS_REGION", "us-east-1".into()),
         ("AWS_DEFAULT_REGION", "us-east-1".into()),
         ("AWS_ACCESS_KEY_ID", "dev".into()),
@@ -202,6 +238,7 @@ fn check_ports() -> Result<(), Error> {
     for (port, what) in [
         (PG_PORT.get(), "Postgres"),
         (MOTO_PORT.get(), "moto"),
+        (SQS_PORT.get(), "moto's SQS"),
         (SANDBOX_PORT.get(), "the CRM sandbox"),
         (API_PORT.get(), "the API"),
     ] {
@@ -256,8 +293,11 @@ async fn start_services(
     let mut stack = Stack {
         pg,
         moto,
+        sqs_moto: None,
+        queues: None,
         sandbox: None,
         watch: None,
+        poller: None,
         secrets,
     };
 
@@ -302,17 +342,48 @@ async fn start_services(
     )
     .await?;
 
+    let queues = step(
+        &format!(
+            "starting moto's SQS on 127.0.0.1:{SQS_PORT} (queues {}, {})",
+            queue::QUEUE,
+            queue::DEAD_LETTER_QUEUE
+        ),
+        async {
+            let child = Command::new("python3")
+                .args(["-c", SQS_LAUNCHER, "127.0.0.1", &SQS_PORT.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot run python3 for moto ({e})"))?;
+            stack.sqs_moto = Some(child);
+            if !crmsync_testkit::wait_for_port(SQS_PORT.get(), Duration::from_secs(30)) {
+                return Err("moto_server (SQS) did not start listening".into());
+            }
+            let sqs = aws_sdk_sqs::Client::new(&aws(&format!("http://127.0.0.1:{SQS_PORT}")).await);
+            queue::create(&sqs, Duration::from_secs(u64::from(QUEUE_VISIBILITY.get()))).await
+        },
+    )
+    .await?;
+    stack.queues = Some(queues);
+
     let sandbox = step(
         &format!("starting the CRM sandbox on 127.0.0.1:{SANDBOX_PORT}"),
         async {
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", SANDBOX_PORT.get())).await?;
-            let sandbox = Sandbox::spawn_on(
-                listener,
-                SandboxConfig {
-                    auto_approve: true,
-                    ..Default::default()
-                },
-            )?;
+            let mut config = SandboxConfig {
+                auto_approve: true,
+                ..Default::default()
+            };
+            // Follow Up Boss signs its webhooks with the system key: the one the stack's secret gives
+            // the functions, so `crm-webhook` checks every delivery's signature.
+            if let Some(key) = stack.secrets["followupboss_system_key"].as_str() {
+                config.fub.system_key = key.to_owned();
+            }
+            if let Some(system) = stack.secrets["followupboss_system"].as_str() {
+                config.fub.system = system.to_owned();
+            }
+            let sandbox = Sandbox::spawn_on(listener, config)?;
             if seed {
                 use crm_sandbox::config::Provider as P;
                 for (p, count) in [(P::Rex, 2_000), (P::Fub, 2_000), (P::Lofty, 1_000)] {
@@ -351,12 +422,16 @@ async fn start_functions(stack: &mut Stack, dir: &Path) -> Result<(), Error> {
         },
     )
     .await?;
-    let env = env_file(dir)?;
+    let queues = stack
+        .queues
+        .clone()
+        .ok_or("the sync queue was not created")?;
+    let env = env_file(dir, &queues)?;
     step(&format!("starting cargo lambda watch on 127.0.0.1:{API_PORT}"), async {
         use std::os::unix::process::CommandExt;
         let log = std::fs::File::create(dir.join("watch.log"))?;
         let child = Command::new("cargo")
-            .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &API_PORT.to_string(), "--timeout", &WATCH_TIMEOUT.to_string(), "--env-file"])
+            .args(["lambda", "watch", "-A", "127.0.0.1", "-P", &API_PORT.to_string(), "--timeout", &WATCH_TIMEOUT.to_string(), "--concurrency", &SYNC_WORKER_CONCURRENCY.to_string(), "--env-file"])
             .arg(&env)
             .current_dir(&root)
             .stdin(Stdio::null())
@@ -371,8 +446,44 @@ async fn start_functions(stack: &mut Stack, dir: &Path) -> Result<(), Error> {
         }
         Ok(())
     })
+    .await?;
+    let concurrency = usize::from(SYNC_WORKER_CONCURRENCY.get()).max(1);
+    step(
+        &format!(
+            "feeding the sync queue to sync-worker ({concurrency} at once, {} message a batch)",
+            queue::BATCH_SIZE
+        ),
+        async {
+            let sqs = aws_sdk_sqs::Client::new(&aws(&format!("http://127.0.0.1:{SQS_PORT}")).await);
+            stack.poller = Some(
+                queue::Poller {
+                    sqs,
+                    queues,
+                    invoke_url: format!(
+                        "http://127.0.0.1:{API_PORT}/2015-03-31/functions/sync-worker/invocations"
+                    ),
+                    invoke_timeout: Duration::from_secs(u64::from(WATCH_TIMEOUT.get()) + 10),
+                    concurrency,
+                }
+                .spawn(),
+            );
+            Ok(())
+        },
+    )
     .await
 }
+
+/// moto serving one request per thread: SQS's long polls (`WaitTimeSeconds`) wait inside moto, so on
+/// the one-request-at-a-time moto of DynamoDB (see `crmsync_testkit::moto_command`) a poll would hold
+/// every other AWS call of the stack. Only SQS is used on this one.
+const SQS_LAUNCHER: &str = r#"
+import os, sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+host, port = sys.argv[1], int(sys.argv[2])
+os.environ.setdefault("MOTO_PORT", str(port))
+run_simple(host, port, DomainDispatcherApplication(create_backend_app), threaded=True)
+"#;
 
 /// The function crates: every directory of `functions/`.
 fn functions(root: &Path) -> Result<Vec<String>, Error> {
@@ -407,11 +518,13 @@ fn banner(stack: &Stack) -> Result<String, Error> {
          \n  CRM sandbox (REX, Follow Up Boss, Lofty)  http://127.0.0.1:{SANDBOX_PORT}/_sandbox\
          \n  Postgres                                  {}\
          \n  moto (DynamoDB, Secrets Manager)          http://127.0.0.1:{MOTO_PORT}\
+         \n  moto (SQS: sync queue, dead-letter queue) {}\
          \n  function logs                             .dev/watch.log\
          \n\n  dev user {DEV_USER}; JWT valid 24 h:\n  {jwt}\
          \n\n  try:  curl -s -H 'Authorization: Bearer {jwt}' http://127.0.0.1:{API_PORT}/api/integrations\
          \n        open http://127.0.0.1:{API_PORT}/api/integrations/rex/oauth/start with the cookie alto_admin={jwt}\n",
-        stack.secrets["database_url"].as_str().unwrap_or_default()
+        stack.secrets["database_url"].as_str().unwrap_or_default(),
+        stack.queues.as_ref().map_or("-", |q| q.url.as_str()),
     ))
 }
 
@@ -565,6 +678,72 @@ impl Api {
     }
 }
 
+/// The event EventBridge Scheduler sends `scheduled-sync`.
+fn scheduled_event() -> Value {
+    json!({
+        "version": "0",
+        "id": Uuid::new_v4().to_string(),
+        "detail-type": "Scheduled Event",
+        "source": "aws.scheduler",
+        "account": "123456789012",
+        "time": chrono_now(),
+        "region": queue::REGION,
+        "resources": ["arn:aws:scheduler:us-east-1:123456789012:schedule/default/crmsync-dev-scheduled-sync"],
+        "detail": "{}"
+    })
+}
+
+impl Api {
+    /// Invokes a function as AWS would (`cargo lambda watch`'s invoke endpoint): its answer.
+    async fn invoke(&self, function: &str, event: &Value) -> Result<Value, Error> {
+        let resp = self
+            .http
+            .post(Self::url(&format!(
+                "/2015-03-31/functions/{function}/invocations"
+            )))
+            .json(event)
+            .send()
+            .await?;
+        let status = resp.status();
+        let value: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(format!("{function} answered {status}: {value}").into());
+        }
+        Ok(value)
+    }
+
+    /// Waits for the sync log of a queued (scheduled) pull of `provider` that has ended.
+    async fn queued_pull(&self, provider: &str, wait: Duration) -> Result<Value, Error> {
+        let until = Instant::now() + wait;
+        loop {
+            let logs = self
+                .json(
+                    reqwest::Method::GET,
+                    "/api/integrations/logs?limit=20",
+                    None,
+                )
+                .await?;
+            let found = logs["logs"].as_array().into_iter().flatten().find(|l| {
+                l["provider"] == provider
+                    && l["direction"] == "pull"
+                    && l["trigger"] == "schedule"
+                    && l["status"] != "partial"
+            });
+            if let Some(log) = found {
+                return Ok(log.clone());
+            }
+            if Instant::now() >= until {
+                return Err(format!(
+                    "no queued sync of {provider} ended within {} s (see the sync queue lines above and .dev/watch.log)",
+                    wait.as_secs()
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
 fn header(resp: &reqwest::Response, name: &str) -> Result<String, Error> {
     resp.headers()
         .get(name)
@@ -614,11 +793,7 @@ async fn demo() -> Result<(), Error> {
     })
     .await?;
 
-    for (provider, label) in [
-        ("rex", "REX"),
-        ("followupboss", "Follow Up Boss"),
-        ("lofty", "Lofty"),
-    ] {
+    for (provider, label) in [("rex", "REX"), ("followupboss", "Follow Up Boss")] {
         let metrics = step(&format!("syncing contacts from {label}"), async {
             api.json(
                 reqwest::Method::POST,
@@ -632,6 +807,40 @@ async fn demo() -> Result<(), Error> {
             "    {label}: upserted {}, totalFetched {}, skipped {}, durationMs {}",
             metrics["upserted"], metrics["totalFetched"], metrics["skipped"], metrics["durationMs"]
         );
+    }
+
+    // Lofty is synced on the queue: the scheduled run (the dispatcher) queues every integration that
+    // is due (Lofty, never synced; REX and Follow Up Boss are live and were just synced, so they are
+    // not), and the poller hands the message to sync-worker.
+    let dispatched = step(
+        "running the scheduled run (it queues each due integration)",
+        api.invoke("scheduled-sync", &scheduled_event()),
+    )
+    .await?;
+    println!(
+        "    scheduled-sync: integrations {}, due {}, queued {}, alreadyQueued {}, failed {}",
+        dispatched["integrations"],
+        dispatched["due"],
+        dispatched["queued"],
+        dispatched["alreadyQueued"],
+        dispatched["failed"]
+    );
+    let log = step(
+        "syncing contacts from Lofty on the sync queue (sync-worker)",
+        api.queued_pull("lofty", Duration::from_secs(300)),
+    )
+    .await?;
+    println!(
+        "    Lofty: upserted {}, totalFetched {}, skipped {}, durationMs {}",
+        log["metrics"]["upserted"],
+        log["metrics"]["totalFetched"],
+        log["metrics"]["skipped"],
+        log["metrics"]["durationMs"]
+    );
+    if let Some(queues) = &stack.queues {
+        let sqs = aws_sdk_sqs::Client::new(&aws(&format!("http://127.0.0.1:{SQS_PORT}")).await);
+        let (waiting, dead) = queue::depths(&sqs, queues).await?;
+        println!("    sync queue: {waiting} messages waiting or in flight, {dead} dead-lettered");
     }
 
     let lead_id = format!("demo-{}", Uuid::new_v4().simple());
@@ -704,8 +913,8 @@ async fn demo() -> Result<(), Error> {
     )
     .await?;
     println!(
-        "    {:<25} {:<13} {:<5} {:<8} detail",
-        "when", "provider", "dir", "status"
+        "    {:<25} {:<13} {:<5} {:<9} {:<8} detail",
+        "when", "provider", "dir", "trigger", "status"
     );
     for log in logs["logs"].as_array().into_iter().flatten() {
         let detail = match log["direction"].as_str() {
@@ -722,10 +931,11 @@ async fn demo() -> Result<(), Error> {
             ),
         };
         println!(
-            "    {:<25} {:<13} {:<5} {:<8} {detail}",
+            "    {:<25} {:<13} {:<5} {:<9} {:<8} {detail}",
             log["createdAt"].as_str().unwrap_or("-"),
             log["provider"].as_str().unwrap_or("-"),
             log["direction"].as_str().unwrap_or("-"),
+            log["trigger"].as_str().unwrap_or("-"),
             log["status"].as_str().unwrap_or("-"),
         );
     }
