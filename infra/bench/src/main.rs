@@ -14,7 +14,9 @@
 //! `--cold-rounds N` (at least 5) [15], `--leads N` [150], `--push-limit N` [50], `--push-window SECS` [10],
 //! `--integrations N` [10000], `--workers N,N,…` [1,2,4,8], `--changes N` (webhook changes timed)
 //! [200], `--account-size N` (records of the one small CRM account every integration reads) [20],
-//! `--account-changes N` (records changed in it before each round) [3],
+//! `--account-changes N` (records changed in it before each round) [3], `--capped N` (integrations
+//! of one more round with the most workers, under one window of 250 requests per 10 s shared by all;
+//! 0: none) [1000], `--capped-secs N` (how long that round may take) [300],
 //! `--bin-dir DIR` [the directory of this binary].
 
 mod cold;
@@ -56,6 +58,8 @@ pub struct Config {
     pub changes: usize,
     pub account_size: usize,
     pub account_changes: usize,
+    pub capped: usize,
+    pub capped_secs: u64,
 }
 
 impl Config {
@@ -168,6 +172,8 @@ fn config(args: &[String]) -> Result<Config, Error> {
         changes: number(&opts, "changes", 200usize)?,
         account_size: number(&opts, "account-size", 20usize)?.max(1),
         account_changes: number(&opts, "account-changes", 3usize)?.max(1),
+        capped: number(&opts, "capped", 1000usize)?,
+        capped_secs: number(&opts, "capped-secs", 300u64)?.max(1),
     })
 }
 
@@ -355,18 +361,16 @@ async fn run(cfg: Config) -> Result<(), Error> {
                     cfg.integrations, cfg.workers, cfg.changes
                 ),
             );
-            results.scale = Some(
-                scale::run(
-                    &stack,
-                    cfg.integrations,
-                    &cfg.workers,
-                    cfg.account_size,
-                    cfg.account_changes,
-                    cfg.changes,
-                    started,
-                )
-                .await?,
-            );
+            let plan = scale::Plan {
+                integrations: cfg.integrations,
+                workers: cfg.workers.clone(),
+                account_size: cfg.account_size,
+                changes_per_round: cfg.account_changes,
+                capped: cfg.capped,
+                capped_secs: cfg.capped_secs,
+                latency_changes: cfg.changes,
+            };
+            results.scale = Some(scale::run(&stack, &plan, started).await?);
         }
         drop(stack);
     }
@@ -579,7 +583,8 @@ fn main() {
                 "crmsync-bench run [--out FILE] [--command TEXT] [--only pull,memory,cold,push,scale,size] \
                  [--contacts N] [--runs N] [--memory N,N,...] [--cold-rounds N] [--leads N] \
                  [--push-limit N] [--push-window SECS] [--integrations N] [--workers N,N,...] \
-                 [--changes N] [--account-size N] [--account-changes N] [--bin-dir DIR]\n\
+                 [--changes N] [--account-size N] [--account-changes N] [--capped N] \
+                 [--capped-secs N] [--bin-dir DIR]\n\
                  crmsync-bench profile-summary PERF_DATA"
             );
             Ok(())

@@ -550,6 +550,24 @@ fn summary(s: &mut String, r: &Results, f: &Figures) {
                 if first.workers == 1 { "" } else { "s" }
             );
         }
+        if let Some(c) = &sc.capped {
+            let _ = writeln!(
+                s,
+                "| | the same under one window of {} requests per {} s shared by {} integrations ({}) | {:.1} integrations/s, {} of {} synced{} | (reported) | |",
+                c.limit,
+                c.window_secs,
+                thousands(c.integrations as u64),
+                workers(c.round.workers),
+                c.round.rate(),
+                thousands(c.round.synced),
+                thousands(c.integrations as u64),
+                if c.round.finished {
+                    ""
+                } else {
+                    " when the round's time ran out"
+                }
+            );
+        }
         if let Some(l) = &sc.latency {
             let _ = writeln!(
                 s,
@@ -1335,7 +1353,10 @@ fn scale_section(s: &mut String, r: &Results) {
          the round's time times the cores); moto, which serves SQS and DynamoDB one request at a time, was \
          busy {:.0} % of the round's time (its CPU seconds over the round's). In the round with {}, each \
          integration cost the workers {:.1} ms of CPU ({:.2} s for {} integrations), Postgres {:.1} ms and \
-         moto {:.1} ms. On this machine the workers share {cores:.0} cores with everything else, so \
+         moto {:.1} ms (the workers' CPU includes their `ReceiveMessage` and `DeleteMessage` calls, which \
+         Lambda's event source makes outside the function, and their polling of an empty queue). \
+         `records read` is the pulls' `totalFetched`: every record of the pages read, here the account's \
+         one page. On this machine the workers share {cores:.0} cores with everything else, so \
          adding workers stops paying once those cores are busy; in Lambda each worker is a machine share of \
          its own, and SQS and DynamoDB are not one process.\n",
         best.workers,
@@ -1377,6 +1398,52 @@ fn scale_section(s: &mut String, r: &Results) {
         10.0 / per_sync.max(f64::MIN_POSITIVE),
         sc.rounds.iter().map(|x| x.served_429).sum::<u64>(),
     );
+    if let Some(c) = &sc.capped {
+        let x = &c.round;
+        let allowed = c.limit as f64 / c.window_secs as f64;
+        let _ = writeln!(
+            s,
+            "**Under one shared limit, measured.** One more round with {}, where {} of the integrations \
+             are active (the others paused) and the sandbox's account is limited to {} requests per {} s \
+             (the per-account limit Follow Up Boss documents, `docs/crm-apis.md`), one window that every \
+             integration's requests share, as a ceiling shared by many accounts would be. {} \
+             {} of {} integrations synced in {:.1} s: {:.1} integrations/s, against {:.1} requests/s \
+             allowed ({:.1} integrations/s at the {per_sync:.2} requests a sync measured above); the \
+             sandbox served {} requests, {} of them 429s, and the round logged {} pulls that were not \
+             successful. {}crmsync paces each integration in its own bucket, so integrations sharing one \
+             CRM window each believe they have all of it: the CRM's 429s and `Retry-After` hold them back, \
+             and a sync refused that way is put off (sent again after at least {} s, \
+             `crmsync_app::queue::BUSY_DELAY`).\n",
+            workers(x.workers),
+            thousands(c.integrations as u64),
+            c.limit,
+            c.window_secs,
+            if x.finished {
+                "Every claim was released within the round.".to_owned()
+            } else {
+                format!(
+                    "The round stopped waiting after {} s (`--capped-secs`) with integrations still queued.",
+                    c.time_limit_secs
+                )
+            },
+            thousands(x.synced),
+            thousands(c.integrations as u64),
+            x.secs,
+            x.rate(),
+            allowed,
+            allowed / per_sync.max(f64::MIN_POSITIVE),
+            thousands(x.crm_requests),
+            thousands(x.served_429),
+            thousands(x.not_ok),
+            if x.served_429 == 0 {
+                "The window was not reached: this machine synced fewer integrations a second than it \
+                 allows, so here the limit did not cap the round. "
+            } else {
+                ""
+            },
+            crmsync_app::queue::BUSY_DELAY.as_secs(),
+        );
+    }
     // Lambda's concurrency in a real account.
     let cpu_ms = 1000.0 * first.cpu_workers / first.synced.max(1) as f64;
     let lambda_ms = cpu_ms * LAMBDA_MB_PER_VCPU / LAMBDA_MEMORY_MB;

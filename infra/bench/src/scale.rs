@@ -36,6 +36,10 @@ use crate::{Error, say};
 const WORKER_TIMEOUT: Duration = Duration::from_secs(300);
 /// The template's visibility timeout of the sync queue.
 const VISIBILITY_TIMEOUT_SECS: u32 = 1800;
+/// Follow Up Boss's documented limit per account, 250 requests per 10 s with a registered system
+/// (`docs/crm-apis.md`): the shared window of the capped round.
+const FUB_LIMIT: u64 = 250;
+const FUB_WINDOW_SECS: u64 = 10;
 /// A round that has not finished after this long is an error.
 const ROUND_LIMIT: Duration = Duration::from_secs(3600);
 
@@ -43,6 +47,8 @@ const ROUND_LIMIT: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone, Default)]
 pub struct Round {
     pub workers: usize,
+    /// Every claim was released within the round's time limit.
+    pub finished: bool,
     /// Records changed in the sandbox's account before the round.
     pub changed: u64,
     /// The dispatcher's answer.
@@ -92,6 +98,18 @@ pub struct Latency {
     pub batch_ms: u64,
 }
 
+/// The round under a rate limit shared by every integration.
+#[derive(Debug, Clone, Default)]
+pub struct Capped {
+    pub integrations: usize,
+    /// The sandbox's window: requests per `window_secs`.
+    pub limit: u64,
+    pub window_secs: u64,
+    /// The round stops waiting after this long.
+    pub time_limit_secs: u64,
+    pub round: Round,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ScaleResults {
     pub integrations: usize,
@@ -104,6 +122,7 @@ pub struct ScaleResults {
     /// Seeding: the first integration connected and synced, the copies written.
     pub seed_secs: f64,
     pub rounds: Vec<Round>,
+    pub capped: Option<Capped>,
     pub latency: Option<Latency>,
 }
 
@@ -329,15 +348,29 @@ async fn count(db: &tokio_postgres::Client, sql: &str) -> Result<i64, Error> {
     Ok(db.query_one(sql, &[]).await?.get(0))
 }
 
-pub async fn run(
-    stack: &Stack,
-    integrations: usize,
-    workers: &[usize],
-    account_size: usize,
-    changes_per_round: usize,
-    latency_changes: usize,
-    started: Instant,
-) -> Result<ScaleResults, Error> {
+/// What the scale benchmark does, and how much.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub integrations: usize,
+    pub workers: Vec<usize>,
+    pub account_size: usize,
+    pub changes_per_round: usize,
+    /// Integrations of the round under a shared limit (0: no such round), and its time limit.
+    pub capped: usize,
+    pub capped_secs: u64,
+    pub latency_changes: usize,
+}
+
+pub async fn run(stack: &Stack, plan: &Plan, started: Instant) -> Result<ScaleResults, Error> {
+    let Plan {
+        integrations,
+        ref workers,
+        account_size,
+        changes_per_round,
+        capped,
+        capped_secs,
+        latency_changes,
+    } = *plan;
     let t = Instant::now();
     stack
         .control(reqwest::Method::POST, "/_sandbox/fub/reset", None)
@@ -382,46 +415,163 @@ pub async fn run(
             out.seed_secs
         ),
     );
+    let q = Queued {
+        stack,
+        d: &d,
+        app: &app,
+        db: &db,
+        url: &url,
+    };
     for (i, &n) in workers.iter().enumerate() {
-        let touched = stack
+        let round = q
+            .round(n, changes_per_round, i, ROUND_LIMIT, integrations, started)
+            .await?;
+        if !round.finished {
+            return Err(format!("scale: {n} workers did not finish within {ROUND_LIMIT:?}").into());
+        }
+        out.rounds.push(round);
+    }
+    if capped > 0 {
+        // A limit shared by every integration's requests: the sandbox's one account at the limit
+        // Follow Up Boss documents per account, standing for a ceiling shared by many accounts.
+        stack
+            .control(
+                reqwest::Method::PUT,
+                "/_sandbox/fub/config",
+                Some(
+                    json!({"rate_limit_global": FUB_LIMIT, "rate_limit_events": FUB_LIMIT,
+                            "rate_limit_window_secs": FUB_WINDOW_SECS}),
+                ),
+            )
+            .await?;
+        stack
+            .control(
+                reqwest::Method::POST,
+                "/_sandbox/fub/rate-limits/reset",
+                None,
+            )
+            .await?;
+        let keep = capped.min(integrations) as i64;
+        db.execute(
+            "UPDATE crm_integrations SET status = 'paused' \
+             WHERE id NOT IN (SELECT id FROM crm_integrations ORDER BY id LIMIT $1)",
+            &[&keep],
+        )
+        .await?;
+        let n = workers.iter().copied().max().unwrap_or(1);
+        let limit = Duration::from_secs(capped_secs.max(1));
+        let round = q
+            .round(
+                n,
+                changes_per_round,
+                workers.len(),
+                limit,
+                keep as usize,
+                started,
+            )
+            .await?;
+        out.capped = Some(Capped {
+            integrations: keep as usize,
+            limit: FUB_LIMIT,
+            window_secs: FUB_WINDOW_SECS,
+            time_limit_secs: capped_secs,
+            round,
+        });
+        stack
+            .control(
+                reqwest::Method::PUT,
+                "/_sandbox/fub/config",
+                Some(json!({"rate_limit_global": crate::stack::UNLIMITED,
+                            "rate_limit_events": crate::stack::UNLIMITED})),
+            )
+            .await?;
+    }
+    drop(app);
+    stack.drop_deployment(&d).await?;
+    if latency_changes > 0 {
+        say(
+            started,
+            &format!("  webhook latency: {latency_changes} changes, one after the other"),
+        );
+        let l = latency(stack, latency_changes).await?;
+        say(
+            started,
+            &format!(
+                "  change to row: median {:.1} ms, p99 {:.1} ms",
+                crate::report::median(&l.to_row_ms),
+                crate::report::percentile(&l.to_row_ms, 0.99)
+            ),
+        );
+        out.latency = Some(l);
+    }
+    Ok(out)
+}
+
+/// The queue rounds' deployment.
+struct Queued<'a> {
+    stack: &'a Stack,
+    d: &'a crate::stack::Deployment,
+    app: &'a App,
+    db: &'a tokio_postgres::Client,
+    url: &'a str,
+}
+
+impl Queued<'_> {
+    /// One round: `changes` records changed, `n` workers started, the dispatcher run, until no
+    /// integration is claimed (or `limit` has passed: then `finished` is false).
+    async fn round(
+        &self,
+        n: usize,
+        changes: usize,
+        i: usize,
+        limit: Duration,
+        integrations: usize,
+        started: Instant,
+    ) -> Result<Round, Error> {
+        let changes_per_round = changes;
+        let touched = self
+            .stack
             .control(
                 reqwest::Method::POST,
                 "/_sandbox/fub/touch",
                 Some(json!({"count": changes_per_round, "seed": 1000 + i,
-                            "set": {"last_name": format!("Round{i}")}})),
+                        "set": {"last_name": format!("Round{i}")}})),
             )
             .await?;
-        let mut workers = start_workers(&d.wiring, &url, n).await?;
-        let before = stack
+        let mut workers = start_workers(&self.d.wiring, self.url, n).await?;
+        let before = self
+            .stack
             .control(reqwest::Method::GET, "/_sandbox/stats", None)
             .await?;
-        let (moto0, pg0, sb0) = (stack.moto_cpu(), stack.postgres_cpu(), stack.sandbox_cpu());
+        let (moto0, pg0, sb0) = (
+            self.stack.moto_cpu(),
+            self.stack.postgres_cpu(),
+            self.stack.sandbox_cpu(),
+        );
         let (u0, s0) = crate::procstat::own_cpu();
         let db_start: chrono::DateTime<chrono::Utc> =
-            db.query_one("SELECT now()", &[]).await?.get(0);
+            self.db.query_one("SELECT now()", &[]).await?.get(0);
         let t0 = Instant::now();
         let dispatched = scheduled_sync::handle(
-            &app,
+            self.app,
             lambda_runtime::LambdaEvent::new(json!({}), lambda_runtime::Context::default()),
         )
         .await
         .map_err(|e| format!("the dispatcher failed: {e}"))?;
         let dispatch_secs = t0.elapsed().as_secs_f64();
+        let mut finished = true;
         loop {
             let claimed = count(
-                &db,
+                self.db,
                 "SELECT count(*) FROM crm_integrations WHERE sync_queue_token IS NOT NULL",
             )
             .await?;
             if claimed == 0 {
                 break;
             }
-            if t0.elapsed() > ROUND_LIMIT {
-                stop_workers(workers).await?;
-                return Err(format!(
-                    "scale: {claimed} integrations still queued after {ROUND_LIMIT:?}"
-                )
-                .into());
+            if t0.elapsed() > limit {
+                finished = false;
+                break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
             // A worker that died ends the round.
@@ -433,23 +583,30 @@ pub async fn run(
         }
         let secs = t0.elapsed().as_secs_f64();
         let (u1, s1) = crate::procstat::own_cpu();
-        let (moto1, pg1, sb1) = (stack.moto_cpu(), stack.postgres_cpu(), stack.sandbox_cpu());
-        let after = stack
+        let (moto1, pg1, sb1) = (
+            self.stack.moto_cpu(),
+            self.stack.postgres_cpu(),
+            self.stack.sandbox_cpu(),
+        );
+        let after = self
+            .stack
             .control(reqwest::Method::GET, "/_sandbox/stats", None)
             .await?;
         let (handled, failed, cpu_workers) = stop_workers(workers).await?;
-        let logs = db
+        let logs = self
+            .db
             .query_one(
                 "SELECT count(DISTINCT integration_id) FILTER (WHERE status = 'success'), \
-                        count(*) FILTER (WHERE status <> 'success'), \
-                        coalesce(sum((metrics->>'totalFetched')::bigint), 0)::bigint, \
-                        coalesce(sum((metrics->>'upserted')::bigint), 0)::bigint \
-                 FROM crm_sync_logs WHERE direction = 'pull' AND created_at >= $1",
+                    count(*) FILTER (WHERE status <> 'success'), \
+                    coalesce(sum((metrics->>'totalFetched')::bigint), 0)::bigint, \
+                    coalesce(sum((metrics->>'upserted')::bigint), 0)::bigint \
+             FROM crm_sync_logs WHERE direction = 'pull' AND created_at >= $1",
                 &[&db_start],
             )
             .await?;
         let round = Round {
             workers: n,
+            finished,
             changed: touched["touched"].as_u64().unwrap_or(0),
             dispatched: serde_json::to_value(&dispatched)?,
             dispatch_secs,
@@ -472,7 +629,7 @@ pub async fn run(
             started,
             &format!(
                 "  {n} worker(s): {} of {integrations} synced in {:.2} s ({:.1} integrations/s; dispatch {:.2} s), \
-                 {} messages ({} failed), {} CRM requests, CPU: workers {:.1} s, moto {:.1} s, Postgres {:.1} s",
+             {} messages ({} failed), {} CRM requests, CPU: workers {:.1} s, moto {:.1} s, Postgres {:.1} s",
                 round.synced,
                 round.secs,
                 round.rate(),
@@ -485,27 +642,9 @@ pub async fn run(
                 round.cpu_postgres
             ),
         );
-        out.rounds.push(round);
+
+        Ok(round)
     }
-    drop(app);
-    stack.drop_deployment(&d).await?;
-    if latency_changes > 0 {
-        say(
-            started,
-            &format!("  webhook latency: {latency_changes} changes, one after the other"),
-        );
-        let l = latency(stack, latency_changes).await?;
-        say(
-            started,
-            &format!(
-                "  change to row: median {:.1} ms, p99 {:.1} ms",
-                crate::report::median(&l.to_row_ms),
-                crate::report::percentile(&l.to_row_ms, 0.99)
-            ),
-        );
-        out.latency = Some(l);
-    }
-    Ok(out)
 }
 
 /// A delivery the listener handed to the handler.
