@@ -5,11 +5,18 @@
 //!   and `crm-sandbox`; the arm64 zips in `$CARGO_TARGET_DIR/lambda/`. `make bench` builds them.
 //! * `crmsync-bench sync-once …`: one pull sync through the `contacts-sync` handler, in a process of
 //!   its own (started by `run`, which reads its peak memory and timing from the line it prints).
+//! * `crmsync-bench scale-worker …`: one consumer of the sync queue for the scale benchmark (started
+//!   by `run`, as many as the round has workers; see `scale`).
 //!
 //! Options of `run` (defaults in brackets): `--out FILE` [docs/BENCHMARKS.md], `--command TEXT` (the
-//! command recorded in the report) [the command line], `--only pull,memory,cold,push,size` [all],
+//! command recorded in the report) [the command line], `--only pull,memory,cold,push,scale,size` [all],
 //! `--contacts N` [100000], `--runs N` [3], `--memory N,N,…` [10000,100000,1000000],
 //! `--cold-rounds N` (at least 5) [15], `--leads N` [150], `--push-limit N` [50], `--push-window SECS` [10],
+//! `--integrations N` [10000], `--workers N,N,…` [1,2,4,8], `--changes N` (webhook changes timed)
+//! [200], `--account-size N` (records of the one small CRM account every integration reads) [20],
+//! `--account-changes N` (records changed in it before each round) [3], `--capped N` (integrations
+//! of one more round with the most workers, under one window of 250 requests per 10 s shared by all;
+//! 0: none) [1000], `--capped-secs N` (how long that round may take) [300],
 //! `--bin-dir DIR` [the directory of this binary].
 
 mod cold;
@@ -20,6 +27,7 @@ mod profile;
 mod pull;
 mod push;
 mod report;
+mod scale;
 mod size;
 mod stack;
 
@@ -45,6 +53,13 @@ pub struct Config {
     pub leads: usize,
     pub push_limit: u32,
     pub push_window: u32,
+    pub integrations: usize,
+    pub workers: Vec<usize>,
+    pub changes: usize,
+    pub account_size: usize,
+    pub account_changes: usize,
+    pub capped: usize,
+    pub capped_secs: u64,
 }
 
 impl Config {
@@ -116,7 +131,15 @@ fn config(args: &[String]) -> Result<Config, Error> {
             .collect::<Result<_, _>>()
             .map_err(|_| "--memory takes numbers separated by commas")?,
     };
-    let known = ["pull", "memory", "cold", "push", "size"];
+    let workers = match opts.get("workers") {
+        None => vec![1, 2, 4, 8],
+        Some(_) => list("workers")
+            .iter()
+            .map(|s| s.parse::<usize>().map(|n| n.max(1)))
+            .collect::<Result<_, _>>()
+            .map_err(|_| "--workers takes numbers separated by commas")?,
+    };
+    let known = ["pull", "memory", "cold", "push", "scale", "size"];
     let only = list("only");
     if let Some(bad) = only.iter().find(|o| !known.contains(&o.as_str())) {
         return Err(format!("--only: unknown benchmark `{bad}` (known: {known:?})").into());
@@ -144,6 +167,13 @@ fn config(args: &[String]) -> Result<Config, Error> {
         leads: number(&opts, "leads", 150usize)?.max(1),
         push_limit: number(&opts, "push-limit", 50u32)?.max(2),
         push_window: number(&opts, "push-window", 10u32)?.max(1),
+        integrations: number(&opts, "integrations", 10_000usize)?.max(1),
+        workers,
+        changes: number(&opts, "changes", 200usize)?,
+        account_size: number(&opts, "account-size", 20usize)?.max(1),
+        account_changes: number(&opts, "account-changes", 3usize)?.max(1),
+        capped: number(&opts, "capped", 1000usize)?,
+        capped_secs: number(&opts, "capped-secs", 300u64)?.max(1),
     })
 }
 
@@ -231,7 +261,12 @@ async fn run(cfg: Config) -> Result<(), Error> {
         results.probes = probes;
     }
 
-    if cfg.wants("pull") || cfg.wants("memory") || cfg.wants("push") || cfg.wants("cold") {
+    if cfg.wants("pull")
+        || cfg.wants("memory")
+        || cfg.wants("push")
+        || cfg.wants("cold")
+        || cfg.wants("scale")
+    {
         say(started, "starting Postgres, moto and the CRM sandbox");
         let stack = stack::Stack::start(&bin_dir).await?;
         results.postgres = format!(
@@ -317,6 +352,25 @@ async fn run(cfg: Config) -> Result<(), Error> {
                 runs.push(run);
             }
             results.push = Some(runs);
+        }
+        if cfg.wants("scale") {
+            say(
+                started,
+                &format!(
+                    "scale: {} integrations, workers {:?}; webhook latency over {} changes",
+                    cfg.integrations, cfg.workers, cfg.changes
+                ),
+            );
+            let plan = scale::Plan {
+                integrations: cfg.integrations,
+                workers: cfg.workers.clone(),
+                account_size: cfg.account_size,
+                changes_per_round: cfg.account_changes,
+                capped: cfg.capped,
+                capped_secs: cfg.capped_secs,
+                latency_changes: cfg.changes,
+            };
+            results.scale = Some(scale::run(&stack, &plan, started).await?);
         }
         drop(stack);
     }
@@ -510,6 +564,7 @@ fn main() {
     let result = match command {
         "run" => config(rest).and_then(|cfg| runtime.block_on(run(cfg))),
         "sync-once" => options(rest).and_then(|o| runtime.block_on(pull::sync_once(&o))),
+        "scale-worker" => options(rest).and_then(|o| runtime.block_on(scale::worker(&o))),
         "startup-probe" => options(rest).and_then(|o| runtime.block_on(probe::run(&o))),
         "profile-summary" => match rest.first() {
             Some(file) => profile::summarize(Path::new(file)).map(|p| {
@@ -525,9 +580,11 @@ fn main() {
         },
         "-h" | "--help" | "help" => {
             println!(
-                "crmsync-bench run [--out FILE] [--command TEXT] [--only pull,memory,cold,push,size] \
+                "crmsync-bench run [--out FILE] [--command TEXT] [--only pull,memory,cold,push,scale,size] \
                  [--contacts N] [--runs N] [--memory N,N,...] [--cold-rounds N] [--leads N] \
-                 [--push-limit N] [--push-window SECS] [--bin-dir DIR]\n\
+                 [--push-limit N] [--push-window SECS] [--integrations N] [--workers N,N,...] \
+                 [--changes N] [--account-size N] [--account-changes N] [--capped N] \
+                 [--capped-secs N] [--bin-dir DIR]\n\
                  crmsync-bench profile-summary PERF_DATA"
             );
             Ok(())

@@ -50,6 +50,7 @@ pub struct Results {
     pub pull: Option<PullResults>,
     pub memory: Option<Vec<(usize, Vec<SyncRun>)>>,
     pub push: Option<Vec<PushRun>>,
+    pub scale: Option<crate::scale::ScaleResults>,
 }
 
 pub fn median(xs: &[f64]) -> f64 {
@@ -64,6 +65,17 @@ pub fn median(xs: &[f64]) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+/// The `q` quantile (0 to 1) of `xs`, by the nearest rank.
+pub fn percentile(xs: &[f64], q: f64) -> f64 {
+    let mut v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let rank = (q * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
 }
 
 /// 1234567 → "1,234,567".
@@ -395,6 +407,7 @@ pub fn render(r: &Results) -> String {
     memory_section(&mut s, r, &f);
     push_section(&mut s, r, &f);
     size_section(&mut s, r);
+    scale_section(&mut s, r);
     s
 }
 
@@ -512,6 +525,58 @@ fn summary(s: &mut String, r: &Results, f: &Figures) {
             },
             met(p.share >= 0.9 && p.lossless)
         );
+    }
+    if let Some(sc) = &r.scale {
+        if let (Some(first), Some(best)) = (
+            sc.rounds.first(),
+            sc.rounds
+                .iter()
+                .max_by(|a, b| a.rate().total_cmp(&b.rate())),
+        ) {
+            let all = sc
+                .rounds
+                .iter()
+                .map(|x| format!("{}: {:.1}", x.workers, x.rate()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let _ = writeln!(
+                s,
+                "| 8 | {} integrations dispatched and synced through the queue (integrations/s by workers) | {all}; best {:.1} with {} ({:.2} × {} worker{}) | (reported) | |",
+                thousands(sc.integrations as u64),
+                best.rate(),
+                best.workers,
+                best.rate() / first.rate(),
+                first.workers,
+                if first.workers == 1 { "" } else { "s" }
+            );
+        }
+        if let Some(c) = &sc.capped {
+            let _ = writeln!(
+                s,
+                "| | the same under one window of {} requests per {} s shared by {} integrations ({}) | {:.1} integrations/s, {} of {} synced{} | (reported) | |",
+                c.limit,
+                c.window_secs,
+                thousands(c.integrations as u64),
+                workers(c.round.workers),
+                c.round.rate(),
+                thousands(c.round.synced),
+                thousands(c.integrations as u64),
+                if c.round.finished {
+                    ""
+                } else {
+                    " when the round's time ran out"
+                }
+            );
+        }
+        if let Some(l) = &sc.latency {
+            let _ = writeln!(
+                s,
+                "| 9 | a change in the CRM to its row in `contacts`, through the webhook ({} changes) | median {:.0} ms, p99 {:.0} ms | (reported) | |",
+                l.to_row_ms.len(),
+                median(&l.to_row_ms),
+                percentile(&l.to_row_ms, 0.99)
+            );
+        }
     }
     if let Some(sizes) = &r.sizes {
         let zips: Vec<u64> = sizes.iter().filter_map(|x| x.zip).collect();
@@ -1127,4 +1192,332 @@ fn size_section(s: &mut String, r: &Results) {
          reqwest and the three CRM clients). No target is set for size; AWS documents a limit of \
          50 MB for a zipped deployment package.\n"
     );
+}
+
+/// The `Default:` of parameter `name` in the repository's `template.yaml`.
+fn template_default(name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(crate::root().join("template.yaml")).ok()?;
+    let mut lines = text
+        .lines()
+        .skip_while(|l| l.trim_end() != format!("  {name}:"));
+    lines.next()?;
+    lines.take_while(|l| l.starts_with("    ")).find_map(|l| {
+        l.trim()
+            .strip_prefix("Default:")
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+/// Functions of `template.yaml` whose reserved concurrency is `DatabaseFunctionConcurrency`.
+fn template_reserved_functions() -> usize {
+    std::fs::read_to_string(crate::root().join("template.yaml"))
+        .map(|t| {
+            t.lines()
+                .filter(|l| {
+                    l.contains("ReservedConcurrentExecutions")
+                        && l.contains("DatabaseFunctionConcurrency")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// "1 worker", "8 workers".
+fn workers(n: usize) -> String {
+    format!("{n} worker{}", if n == 1 { "" } else { "s" })
+}
+
+/// AWS Lambda quotas: concurrent executions per region, by default.
+const LAMBDA_REGION_CONCURRENCY: f64 = 1000.0;
+/// AWS, "Configuring scaling behavior for SQS event source mappings": a standard queue's event source
+/// starts with 5 concurrent invocations, adds up to 300 a minute, and processes at most 1,000 batches at
+/// once (`MaximumConcurrency` 2 to 1,000).
+const SQS_START: f64 = 5.0;
+const SQS_STEP_PER_MIN: f64 = 300.0;
+const SQS_MAX: f64 = 1000.0;
+/// Postgres connections a sync-worker invocation may hold (template.yaml, `SyncWorkerConcurrency`).
+const WORKER_CONNECTIONS: f64 = 3.0;
+
+fn scale_section(s: &mut String, r: &Results) {
+    let Some(sc) = &r.scale else {
+        return;
+    };
+    let cores = r.machine.cores.max(1) as f64;
+    let _ = writeln!(
+        s,
+        "## 6. Scale: the sync queue and CRM webhooks\n\n\
+         **Integrations through the queue.** One deployment holds {} Follow Up Boss integrations: one \
+         connected by API key (`credentials::connect_api_key`) and synced in full once by the use case \
+         (`pull::sync`), the others copies of its row written with SQL, each with a user of its own and its \
+         credentials sealed for its own id by the store's vault (`Vault::seal`), so that every one is an \
+         active, polled integration with a saved cursor. They all read the sandbox's one Follow Up Boss \
+         account: {} generated records, {} of them with usable distinct phones. Before each round {} of its \
+         records are changed (`POST /_sandbox/fub/touch`: a new last name and update time), so every \
+         integration's incremental sync reads those changes. A round starts N worker processes \
+         (`crmsync-bench scale-worker`), each with an `App` of its own (its own Postgres pool, secret and \
+         SDK clients, as a Lambda instance) and the loop of Lambda's event source: `ReceiveMessage` (up to \
+         10) from moto's SQS, each message as an SQS event of one record (the template's `BatchSize: 1`) to \
+         the real `sync_worker::handle`, then `DeleteMessage` unless it was reported in \
+         `batchItemFailures`. Then the real `scheduled-sync` handler runs as the dispatcher: it claims \
+         every due integration and sends one message each (`SendMessageBatch`). The round's time runs from \
+         the dispatcher's start until no integration is claimed any more; an integration counts as synced \
+         when the round logged a successful pull of it. The sandbox's rate limit is lifted (as in section 1; \
+         {} requests per {} s during the rounds): in production every integration is an account of its own with its own limit, while the sandbox \
+         has one account, whose one window would stand for all {} accounts' (see the rate limits below).\n",
+        thousands(sc.integrations as u64),
+        thousands(sc.account_records),
+        thousands(sc.account_contacts),
+        sc.changes_per_round,
+        thousands(sc.fub_limit.0),
+        sc.fub_limit.1,
+        thousands(sc.integrations as u64),
+    );
+    let _ = writeln!(
+        s,
+        "Seeding took {:.1} s.\n\n\
+         | workers | records changed | time (s) | dispatcher (s), messages queued | synced | integrations/s | per worker | × 1st row | messages handled (failed) | records read | contacts upserted | CRM requests | 429s | CPU (s): workers, moto, Postgres, sandbox, bench | CPU ÷ (time × {cores:.0} cores) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        sc.seed_secs
+    );
+    let base = sc.rounds.first().map_or(f64::NAN, |x| x.rate());
+    for x in &sc.rounds {
+        let cpu = x.cpu_workers + x.cpu_moto + x.cpu_postgres + x.cpu_sandbox + x.cpu_bench;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.2} | {:.2}, {} | {} | {:.1} | {:.1} | {:.2} | {} ({}) | {} | {} | {} | {} | {:.1}, {:.1}, {:.1}, {:.1}, {:.1} | {:.0} % |",
+            x.workers,
+            x.changed,
+            x.secs,
+            x.dispatch_secs,
+            x.dispatched["queued"]
+                .as_u64()
+                .map_or_else(|| "?".to_owned(), thousands),
+            thousands(x.synced),
+            x.rate(),
+            x.rate() / x.workers as f64,
+            x.rate() / base,
+            thousands(x.messages),
+            x.failed_messages,
+            thousands(x.fetched),
+            thousands(x.upserted),
+            thousands(x.crm_requests),
+            x.served_429,
+            x.cpu_workers,
+            x.cpu_moto,
+            x.cpu_postgres,
+            x.cpu_sandbox,
+            x.cpu_bench,
+            100.0 * cpu / (x.secs * cores)
+        );
+    }
+    let Some(first) = sc.rounds.first() else {
+        return;
+    };
+    let best = sc
+        .rounds
+        .iter()
+        .max_by(|a, b| a.rate().total_cmp(&b.rate()))
+        .unwrap_or(first);
+    let not_all: Vec<String> = sc
+        .rounds
+        .iter()
+        .filter(|x| x.synced != sc.integrations as u64 || x.not_ok > 0 || x.failed_messages > 0)
+        .map(|x| {
+            format!(
+                "{} workers: {} synced, {} pulls not successful, {} messages failed",
+                x.workers, x.synced, x.not_ok, x.failed_messages
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        s,
+        "\n{}",
+        if not_all.is_empty() {
+            format!(
+                "Every round synced all {} integrations, with no failed pull or message.",
+                thousands(sc.integrations as u64)
+            )
+        } else {
+            format!("Not every integration synced: {}.", not_all.join("; "))
+        }
+    );
+    // What limits it here.
+    let moto_share = best.cpu_moto / best.secs;
+    let busy =
+        (best.cpu_workers + best.cpu_moto + best.cpu_postgres + best.cpu_sandbox + best.cpu_bench)
+            / (best.secs * cores);
+    let _ = writeln!(
+        s,
+        "\n**What limits it here.** With {} workers the processes used {:.0} % of the machine's {cores:.0} \
+         cores over the round (CPU seconds of the workers, moto, Postgres, the sandbox and the bench, over \
+         the round's time times the cores); moto, which serves SQS and DynamoDB one request at a time, was \
+         busy {:.0} % of the round's time (its CPU seconds over the round's). In the round with {}, each \
+         integration cost the workers {:.1} ms of CPU ({:.2} s for {} integrations), Postgres {:.1} ms and \
+         moto {:.1} ms (the workers' CPU includes their `ReceiveMessage` and `DeleteMessage` calls, which \
+         Lambda's event source makes outside the function, and their polling of an empty queue). \
+         `records read` is the pulls' `totalFetched`: every record of the pages read, here the account's \
+         one page. On this machine the workers share {cores:.0} cores with everything else, so \
+         adding workers stops paying once those cores are busy; in Lambda each worker is a machine share of \
+         its own, and SQS and DynamoDB are not one process.\n",
+        best.workers,
+        100.0 * busy,
+        100.0 * moto_share,
+        workers(first.workers),
+        1000.0 * first.cpu_workers / first.synced.max(1) as f64,
+        first.cpu_workers,
+        thousands(first.synced),
+        1000.0 * first.cpu_postgres / first.synced.max(1) as f64,
+        1000.0 * first.cpu_moto / first.synced.max(1) as f64,
+    );
+    // The CRM's rate limits.
+    let per_sync = first.crm_requests as f64 / first.synced.max(1) as f64;
+    let _ = writeln!(
+        s,
+        "**How a CRM's rate limit caps it.** A small account's incremental sync took {per_sync:.2} requests \
+         to Follow Up Boss here ({} requests for {} integrations in the first round). Follow Up Boss limits \
+         each account to 250 requests per 10 s with a registered system (`docs/crm-apis.md`, its rate-limits \
+         notes): one account's limit allows {:.1} such syncs a second of that account, far more than the one \
+         sync per run an account needs, so per-account limits do not cap the fleet: crmsync paces each \
+         account in its own DynamoDB bucket (`crm:<provider>:<integration>`). What does cap it is a limit \
+         shared by every account of one client: `docs/crm-apis.md` notes per-*system* ceilings in Follow Up \
+         Boss shared by every account using that system (its example: `GET.people: 100`, the window not \
+         given), and Lofty's limits are per *app* (Development 100 requests a minute, Production 500, \
+         `docs/crm-apis.md` §2.3). At Lofty's Production 500 a minute and one request per sync (an account \
+         of at most one page; Lofty always reads in full), {} Lofty integrations would take {:.1} minutes \
+         whatever the workers, against a schedule of `{}` (template.yaml's `ScheduleExpression`); at \
+         {per_sync:.2} requests a sync, a shared ceiling of 100 requests per 10 s would cap Follow Up Boss at \
+         {:.1} integrations/s. The sandbox models one account per CRM, so this run cannot measure a shared \
+         ceiling with distinct accounts; it lifts the limit and counts the requests ({} answers 429 in all \
+         rounds).\n",
+        thousands(first.crm_requests),
+        thousands(first.synced),
+        25.0 / per_sync.max(f64::MIN_POSITIVE),
+        thousands(sc.integrations as u64),
+        sc.integrations as f64 / 500.0,
+        template_default("ScheduleExpression").unwrap_or_else(|| "?".to_owned()),
+        10.0 / per_sync.max(f64::MIN_POSITIVE),
+        sc.rounds.iter().map(|x| x.served_429).sum::<u64>(),
+    );
+    if let Some(c) = &sc.capped {
+        let x = &c.round;
+        let allowed = c.limit as f64 / c.window_secs as f64;
+        let _ = writeln!(
+            s,
+            "**Under one shared limit, measured.** One more round with {}, where {} of the integrations \
+             are active (the others paused) and the sandbox's account is limited to {} requests per {} s \
+             (the per-account limit Follow Up Boss documents, `docs/crm-apis.md`), one window that every \
+             integration's requests share, as a ceiling shared by many accounts would be. {} \
+             {} of {} integrations synced in {:.1} s: {:.1} integrations/s, against {:.1} requests/s \
+             allowed ({:.1} integrations/s at the {per_sync:.2} requests a sync measured above); the \
+             sandbox served {} requests, {} of them 429s, and the round logged {} pulls that were not \
+             successful. {}crmsync paces each integration in its own bucket, so integrations sharing one \
+             CRM window each believe they have all of it: the CRM's 429s and `Retry-After` hold them back, \
+             and a sync refused that way is put off (sent again after at least {} s, \
+             `crmsync_app::queue::BUSY_DELAY`).\n",
+            workers(x.workers),
+            thousands(c.integrations as u64),
+            c.limit,
+            c.window_secs,
+            if x.finished {
+                "Every claim was released within the round.".to_owned()
+            } else {
+                format!(
+                    "The round stopped waiting after {} s (`--capped-secs`) with integrations still queued.",
+                    c.time_limit_secs
+                )
+            },
+            thousands(x.synced),
+            thousands(c.integrations as u64),
+            x.secs,
+            x.rate(),
+            allowed,
+            allowed / per_sync.max(f64::MIN_POSITIVE),
+            thousands(x.crm_requests),
+            thousands(x.served_429),
+            thousands(x.not_ok),
+            if x.served_429 == 0 {
+                "The window was not reached: this machine synced fewer integrations a second than it \
+                 allows, so here the limit did not cap the round. "
+            } else {
+                ""
+            },
+            crmsync_app::queue::BUSY_DELAY.as_secs(),
+        );
+    }
+    // Lambda's concurrency in a real account.
+    let cpu_ms = 1000.0 * first.cpu_workers / first.synced.max(1) as f64;
+    let lambda_ms = cpu_ms * LAMBDA_MB_PER_VCPU / LAMBDA_MEMORY_MB;
+    let per_worker = 1000.0 / lambda_ms;
+    let cap: f64 = template_default("SyncWorkerConcurrency")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    let reserved_each: f64 = template_default("DatabaseFunctionConcurrency")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    let reserved_fns = template_reserved_functions() as f64;
+    let n = sc.integrations as f64;
+    let within = (n / (900.0 * per_worker)).ceil();
+    let _ = writeln!(
+        s,
+        "**Lambda's concurrency in a real account.** A worker here spent {cpu_ms:.1} ms of CPU per \
+         integration. A {LAMBDA_MEMORY_MB:.0} MB function gets {:.1} % of a vCPU (one vCPU at \
+         {LAMBDA_MB_PER_VCPU:.0} MB, as AWS documents), so at this machine's speed one integration needs \
+         {lambda_ms:.0} ms of a worker, and one worker syncs at most {per_worker:.1} integrations/s when its \
+         time is CPU (in AWS each request to the CRM, Postgres, SQS and DynamoDB also waits on the network, \
+         which this run does not measure, so these are upper bounds). The template caps the workers at \
+         `SyncWorkerConcurrency` (default {cap:.0}, the event source's `MaximumConcurrency`): {cap:.0} \
+         workers sync at most {:.1} integrations/s, {} integrations in {:.0} s. Syncing {} integrations \
+         within a 900 s run needs at least {}, {:.0} Postgres connections at {WORKER_CONNECTIONS:.0} each \
+         (template.yaml). AWS documents for a standard queue that the event source starts with \
+         {SQS_START:.0} concurrent invocations and adds up to {SQS_STEP_PER_MIN:.0} a minute, to at most \
+         {} (`MaximumConcurrency` 2 to 1,000), so that many are reached within {:.1} minutes. An \
+         account has {} concurrent executions per region by default (AWS Lambda quotas), shared by every function of the account; the template \
+         reserves `DatabaseFunctionConcurrency` ({reserved_each:.0}, default) for each of its \
+         {reserved_fns:.0} other Postgres functions ({:.0} in all), which leaves {} for the workers and \
+         everything else.\n",
+        100.0 * LAMBDA_MEMORY_MB / LAMBDA_MB_PER_VCPU,
+        cap * per_worker,
+        thousands(sc.integrations as u64),
+        n / (cap * per_worker),
+        thousands(sc.integrations as u64),
+        workers(within as usize),
+        within * WORKER_CONNECTIONS,
+        thousands(SQS_MAX as u64),
+        ((within - SQS_START).max(0.0) / SQS_STEP_PER_MIN),
+        thousands(LAMBDA_REGION_CONCURRENCY as u64),
+        reserved_each * reserved_fns,
+        thousands((LAMBDA_REGION_CONCURRENCY - reserved_each * reserved_fns) as u64),
+    );
+    if let Some(l) = &sc.latency {
+        let row = |name: &str, xs: &[f64]| {
+            format!(
+                "| {name} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                median(xs),
+                percentile(xs, 0.99),
+                xs.iter().copied().fold(f64::INFINITY, f64::min),
+                xs.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+            )
+        };
+        let _ = writeln!(
+            s,
+            "**A change in the CRM to its row, through the webhook.** Another deployment has a public \
+             address (`CRM_WEBHOOK_BASE_URL`) at a local HTTP listener of the bench; one Follow Up Boss \
+             integration connected by API key subscribed to the sandbox's webhooks on connect. {} times, one \
+             after the other, one record of the account (one per distinct usable phone, in turn) is changed \
+             with `POST /_sandbox/fub/touch` (a new last name); the sandbox sends its signed `peopleUpdated` \
+             delivery to the listener, which hands it to the real `crm-webhook` handler as API Gateway would \
+             (path, `FUB-Signature`, body) and answers with the handler's status. The time runs from the \
+             change to the row of `contacts` holding the new name (the handler writes before it answers; a \
+             query confirms the row). The sandbox gathers changes for {} ms before it sends them (its \
+             `webhooks.batch_ms`), so the delivery waits up to that long by design; the listener got {} \
+             deliveries.\n\n\
+             | ms | median | p99 | min | max |\n|---|---|---|---|---|\n{}\n{}\n{}\n",
+            l.to_row_ms.len(),
+            l.batch_ms,
+            l.deliveries,
+            row("change to its row in `contacts`", &l.to_row_ms),
+            row("change to the delivery at the listener", &l.to_delivery_ms),
+            row("the `crm-webhook` handler", &l.handler_ms),
+        );
+    }
 }

@@ -270,6 +270,11 @@ impl Stack {
         Ok(stack)
     }
 
+    /// CPU seconds used so far by moto (DynamoDB, Secrets Manager and SQS in one process).
+    pub fn moto_cpu(&self) -> f64 {
+        procstat::cpu_seconds(self.moto.id()).unwrap_or(0.0)
+    }
+
     /// CPU seconds used so far by the sandbox process.
     pub fn sandbox_cpu(&self) -> f64 {
         procstat::cpu_seconds(self.sandbox.id()).unwrap_or(0.0)
@@ -329,10 +334,11 @@ impl Stack {
         let url = self.pg.url(&name);
         Store::connect(&url, 1)?.migrate().await?;
         let secret_id = format!("crmsync/bench/{}", Uuid::new_v4().simple());
+        let encryption_key = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
         let secret = json!({
             "database_url": url,
             "jwt_secret": JWT_SECRET,
-            "encryption_key": format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()),
+            "encryption_key": encryption_key,
             "webhook_secret": WEBHOOK_SECRET,
             "followupboss_client_id": "sandbox-fub-client",
             "followupboss_client_secret": "sandbox-fub-secret",
@@ -350,6 +356,7 @@ impl Stack {
         Ok(Deployment {
             db_name: name,
             db_url: url,
+            encryption_key,
             wiring: Wiring {
                 moto: self.moto_endpoint.clone(),
                 table: self.table.clone(),
@@ -396,6 +403,8 @@ impl Drop for Stack {
 pub struct Deployment {
     pub db_name: String,
     pub db_url: String,
+    /// The secret's `encryption_key` (64 hex characters), which seals the deployment's credentials.
+    pub encryption_key: String,
     pub wiring: Wiring,
 }
 
@@ -439,12 +448,18 @@ impl Wiring {
     /// The `App` of a function of this deployment, as `App::from_env` builds it in the cloud (with
     /// moto's endpoint and static keys instead of the Lambda's role).
     pub async fn app(&self) -> Result<App, Error> {
-        let vars: HashMap<&str, String> = HashMap::from([
+        self.app_with(&[]).await
+    }
+
+    /// [`Wiring::app`] with more environment variables (`SYNC_QUEUE_URL`, `CRM_WEBHOOK_BASE_URL`, …).
+    pub async fn app_with(&self, extra: &[(&'static str, String)]) -> Result<App, Error> {
+        let mut vars: HashMap<&str, String> = HashMap::from([
             ("CRM_SANDBOX_URL", self.sandbox.clone()),
             ("APP_SECRET_ID", self.secret_id.clone()),
             ("RATE_LIMIT_TABLE", self.table.clone()),
             ("NEXT_PUBLIC_BASE_URL", BASE_URL.to_owned()),
         ]);
+        vars.extend(extra.iter().cloned());
         let settings = Settings::from_lookup(|k| vars.get(k).cloned())?;
         Ok(App::new(settings, &aws(&self.moto).await)?)
     }
