@@ -27,7 +27,7 @@ help:
 	@echo "make soak     the long reliability runs: crash loops, the full push fault matrix, every fuzz target"
 	@echo "make lint     rustfmt and clippy, warnings denied"
 	@echo "make sandbox  run the CRM sandbox (REX, Follow Up Boss, Lofty) on 127.0.0.1:8787"
-	@echo "make bench    measure speed, cold start, memory, push pacing and size; writes docs/BENCHMARKS.md"
+	@echo "make bench    measure speed, cold start, memory, push pacing, size and the queue's scale; writes docs/BENCHMARKS.md"
 
 ## Dependencies ------------------------------------------------------------------------------------
 
