@@ -121,6 +121,10 @@ pub(crate) async fn overlapping_dispatcher_runs_queue_each_due_integration_once(
     ));
 }
 
+/// The sandbox's delay on each request of the cut-short tests: their 1,500 records are 15 pages, so a
+/// sync takes at least 15 × this, whatever the machine's speed.
+const PAGE_LATENCY_MS: u64 = 150;
+
 #[tokio::test]
 async fn a_worker_killed_mid_sync_leaves_its_message_and_the_retry_loses_and_doubles_nothing() {
     let provider = Provider::FollowUpBoss;
@@ -131,12 +135,13 @@ async fn a_worker_killed_mid_sync_leaves_its_message_and_the_retry_loses_and_dou
     let want = expected(&env, provider).await;
     let user = Uuid::new_v4();
     env.connect(user, provider).await;
-    // Slow pages: the worker is mid-sync when it is killed.
+    // Slow pages: 15 pages of 100 at 150 ms each take at least 2.25 s, so the worker is mid-sync when
+    // it is killed at 1.2 s however fast the machine (at 40 ms a fast machine finished in under 1 s).
     env.sandbox
         .set_faults(
             sandbox_provider(provider),
             FaultConfig {
-                latency_ms: 40,
+                latency_ms: PAGE_LATENCY_MS,
                 ..Default::default()
             },
         )
@@ -298,7 +303,9 @@ pub(crate) async fn ten_concurrent_sync_now_calls_run_the_integration_once() {
         .set_faults(
             sandbox_provider(provider),
             FaultConfig {
-                latency_ms: 25,
+                // 10 pages at 100 ms: the one that runs holds its claim for at least a second, long
+                // after the other nine have asked (at 25 ms a fast machine could finish first).
+                latency_ms: 100,
                 ..Default::default()
             },
         )
@@ -369,11 +376,12 @@ async fn a_sync_now_cut_short_answers_its_progress_and_finishes_in_the_backgroun
         .unwrap()
         .unwrap()
         .id;
+    // 15 pages at 150 ms each take at least 2.25 s: the call's 1.5 s cannot finish them.
     env.sandbox
         .set_faults(
             sandbox_provider(provider),
             FaultConfig {
-                latency_ms: 40,
+                latency_ms: PAGE_LATENCY_MS,
                 ..Default::default()
             },
         )
