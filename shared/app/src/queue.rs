@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use crmsync_domain::{IntegrationStatus, Trigger};
-use crmsync_store::{IntegrationRecord, QueueClaim};
+use crmsync_store::{ClaimFinished, IntegrationRecord, QueueClaim};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -50,6 +50,9 @@ pub enum Reason {
     /// The rest of a sync cut short by its deadline (or put off while another sync of the integration
     /// ran).
     Continuation,
+    /// A CRM webhook asked for a sync while the integration's claim was held: its holder, done, syncs
+    /// it again, as the run it held may have read the account before the change.
+    Requested,
 }
 
 /// One message of the sync queue.
@@ -98,6 +101,16 @@ impl SyncMessage {
             integration_id: self.integration_id,
             user_id: self.user_id,
             token: self.token,
+        }
+    }
+
+    /// The message that syncs the integration again under the same claim.
+    fn again(&self) -> SyncMessage {
+        SyncMessage {
+            reason: Reason::Requested,
+            pull: true,
+            part: self.part.saturating_add(1),
+            ..self.clone()
         }
     }
 
@@ -153,11 +166,13 @@ pub fn claim_ttl(ctx: &Context) -> Duration {
 pub enum Requested {
     /// A message was sent.
     Queued,
-    /// The integration is queued or being synced already: that run does it.
+    /// The integration is queued or being synced already: it is marked, and that run's holder syncs it
+    /// again when it is done.
     AlreadyQueued,
 }
 
-/// Queues `integration` (a webhook's rest, say) unless it is queued already.
+/// Queues `integration` (a webhook's rest, say); if it is queued or being synced already, marks it so
+/// that the run holding it syncs it again when done.
 pub async fn request(
     ctx: &Context,
     integration: &IntegrationRecord,
@@ -167,7 +182,7 @@ pub async fn request(
     the_queue(ctx)?;
     let Some(claim) = ctx
         .store
-        .claim_sync(integration.user_id, integration.id, claim_ttl(ctx))
+        .claim_or_request_sync(integration.user_id, integration.id, claim_ttl(ctx))
         .await?
     else {
         return Ok(Requested::AlreadyQueued);
@@ -259,9 +274,16 @@ pub async fn dispatch(ctx: &Context) -> Result<Dispatched, AppError> {
         .await?
         .into_iter()
         .collect();
+    // A sync requested while a claim held it, whose holder vanished before it could sync again, is due.
+    let requested: std::collections::HashSet<Uuid> = ctx
+        .store
+        .integrations_requested()
+        .await?
+        .into_iter()
+        .collect();
     let pull_due: std::collections::HashSet<Uuid> = all
         .iter()
-        .filter(|i| crate::schedule::due(i, now))
+        .filter(|i| crate::schedule::due(i, now) || requested.contains(&i.id))
         .map(|i| i.id)
         .collect();
     let due: Vec<Uuid> = all
@@ -420,7 +442,11 @@ pub async fn work(
         send(ctx, &message.continued(), Duration::ZERO).await?;
         return Ok(Worked::Continued(synced));
     }
-    ctx.store.release_claim(&claim).await?;
+    if ctx.store.finish_claim(&claim, claim_ttl(ctx)).await? == ClaimFinished::Again {
+        // Asked for while this ran. Not sent: the message is received again and, its claim still held,
+        // runs again.
+        send(ctx, &message.again(), Duration::ZERO).await?;
+    }
     Ok(Worked::Done(synced))
 }
 
@@ -447,7 +473,8 @@ pub async fn progress(
 
 /// "Sync now", first step: claims `integration` for this call, for `hold` (as long as the call may
 /// run: a Lambda killed mid-call leaves a claim that expires soon). `None`: it is queued or being
-/// synced already (that run does it; its waiting deliveries are made due now for it).
+/// synced already (that run does it; its waiting deliveries are made due now for it). Unlike a
+/// webhook's request it does not mark the run to sync again: concurrent calls run it once.
 pub async fn claim_now(
     ctx: &Context,
     integration: &IntegrationRecord,
@@ -527,10 +554,23 @@ pub async fn run_now(
         }),
         Err(e) => Err(e),
     };
-    if let Err(e) = ctx.store.release_claim(&claim).await {
+    if let Err(e) = finish_now(ctx, &claim).await {
         tracing::warn!(error = %e, integration = %integration.id, "cannot release a queue claim");
     }
     outcome
+}
+
+/// Lets go of the claim of a "sync now" that ran to its end; a sync requested while it ran is queued
+/// under the same claim (without a queue, the next scheduled run does it).
+async fn finish_now(ctx: &Context, claim: &QueueClaim) -> Result<(), AppError> {
+    if ctx.store.finish_claim(claim, claim_ttl(ctx)).await? == ClaimFinished::Again {
+        if ctx.queue.is_some() {
+            let again = message(claim, Reason::Requested, Trigger::Manual, true);
+            return send_or_release(ctx, &again, Duration::ZERO).await;
+        }
+        ctx.store.release_claim(claim).await?;
+    }
+    Ok(())
 }
 
 /// Sends a message of a claim held, after `delay`; if it cannot be sent, the claim is released.

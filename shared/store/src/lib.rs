@@ -44,7 +44,7 @@ pub use deliveries::{DeliveryPage, DeliveryRecord};
 pub use health::Health;
 pub use integrations::{IntegrationPatch, IntegrationRecord, IntegrationView, LockedIntegration};
 pub use outbox::{Accepted, ClaimedDelivery, DeliveryOutcome, Finished, NewLeadEvent, PushLink};
-pub use queue::QueueClaim;
+pub use queue::{ClaimFinished, QueueClaim};
 pub use sync::SyncLease;
 pub use sync_logs::{LogCursor, NewSyncLog, SyncLogPage, SyncLogRecord};
 pub use tx::OwnedTx;

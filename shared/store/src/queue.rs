@@ -2,7 +2,8 @@
 //! `sync_queue_token`): taken by one conditional `UPDATE` each, so that an integration is queued (or
 //! run by "sync now") once however many callers (overlapping dispatcher runs, concurrent "sync now"
 //! calls, webhooks) ask at the same moment; renewed by the worker and a continuation; cleared by the
-//! worker when it is done; expired when its holder vanished.
+//! worker when it is done (unless a sync was requested while it held: then the worker syncs again);
+//! expired when its holder vanished. A fresh claim clears a request: its sync starts after it.
 
 use std::time::Duration;
 
@@ -16,6 +17,17 @@ pub struct QueueClaim {
     pub integration_id: Uuid,
     pub user_id: Uuid,
     pub token: Uuid,
+}
+
+/// What [`Store::finish_claim`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimFinished {
+    /// The claim is cleared: the next request queues the integration.
+    Released,
+    /// A sync was requested while the claim held: the claim still holds, for another run.
+    Again,
+    /// The claim no longer held (it expired and was taken again, or the integration is gone).
+    Lost,
 }
 
 /// Whole seconds of `d`, at least one, as Postgres takes them.
@@ -39,7 +51,7 @@ impl Store {
             .query_opt(
                 "UPDATE crm_integrations
                     SET sync_claimed_until = now() + make_interval(secs => $2),
-                        sync_queue_token = gen_random_uuid()
+                        sync_queue_token = gen_random_uuid(), sync_requested_at = NULL
                   WHERE id = $1 AND (sync_claimed_until IS NULL OR sync_claimed_until < now())
               RETURNING sync_queue_token",
                 &[&id, &secs(ttl)],
@@ -51,6 +63,71 @@ impl Store {
             user_id: user,
             token: r.get(0),
         }))
+    }
+
+    /// Claims the integration `id` of `user` for `ttl` as [`Store::claim_sync`]; if a claim holds it,
+    /// marks it requested instead, so the holder syncs it again before letting go
+    /// ([`Store::finish_claim`]). Each step is one conditional `UPDATE` on the row, so a request either
+    /// takes a free claim or marks a held one: one released between the two steps is claimed on the
+    /// next turn. `Ok(None)`: marked (or the integration is not `user`'s).
+    pub async fn claim_or_request_sync(
+        &self,
+        user: Uuid,
+        id: Uuid,
+        ttl: Duration,
+    ) -> Result<Option<QueueClaim>, StoreError> {
+        for _ in 0..3 {
+            if let Some(claim) = self.claim_sync(user, id, ttl).await? {
+                return Ok(Some(claim));
+            }
+            let mut conn = self.pool.get().await?;
+            let tx = begin_as(&mut conn, user).await?;
+            let marked = tx
+                .execute(
+                    "UPDATE crm_integrations SET sync_requested_at = now()
+                      WHERE id = $1 AND sync_claimed_until >= now()",
+                    &[&id],
+                )
+                .await?;
+            tx.commit().await?;
+            if marked == 1 {
+                return Ok(None);
+            }
+        }
+        // Three claims released and taken again between the steps (someone syncs it right now), or
+        // not `user`'s integration (callers check that first).
+        Ok(None)
+    }
+
+    /// The holder of `claim` is done: clears the claim, unless a sync was requested meanwhile
+    /// ([`Store::claim_or_request_sync`]); then it clears the request and keeps the claim for `ttl`
+    /// (the holder syncs again). `Released`, `Again`, or `Lost` (the claim no longer held).
+    pub async fn finish_claim(
+        &self,
+        claim: &QueueClaim,
+        ttl: Duration,
+    ) -> Result<ClaimFinished, StoreError> {
+        let mut conn = self.pool.get().await?;
+        let tx = begin_as(&mut conn, claim.user_id).await?;
+        let row = tx
+            .query_opt(
+                "UPDATE crm_integrations
+                    SET sync_claimed_until = CASE WHEN sync_requested_at IS NULL THEN NULL
+                                                  ELSE now() + make_interval(secs => $3) END,
+                        sync_queue_token = CASE WHEN sync_requested_at IS NULL THEN NULL
+                                                ELSE sync_queue_token END,
+                        sync_requested_at = NULL
+                  WHERE id = $1 AND sync_queue_token = $2
+              RETURNING sync_queue_token IS NOT NULL",
+                &[&claim.integration_id, &claim.token, &secs(ttl)],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(match row {
+            None => ClaimFinished::Lost,
+            Some(r) if r.get::<_, bool>(0) => ClaimFinished::Again,
+            Some(_) => ClaimFinished::Released,
+        })
     }
 
     /// Claims for `ttl`, among `ids`, every active integration of any user that no unexpired claim
@@ -70,7 +147,7 @@ impl Store {
             .query_typed(
                 "UPDATE crm_integrations
                     SET sync_claimed_until = now() + make_interval(secs => $2),
-                        sync_queue_token = gen_random_uuid()
+                        sync_queue_token = gen_random_uuid(), sync_requested_at = NULL
                   WHERE id = ANY($1) AND status = 'active'
                     AND (sync_claimed_until IS NULL OR sync_claimed_until < now())
               RETURNING id, user_id, sync_queue_token",
@@ -137,6 +214,21 @@ impl Store {
             .await?;
         tx.commit().await?;
         Ok(row.get::<_, i64>(0).max(0) as u64)
+    }
+
+    /// The active integrations of any user with a sync requested and no claim holding them (their
+    /// holder vanished before it could sync again): due for the dispatcher. Runs as the table owner.
+    pub async fn integrations_requested(&self) -> Result<Vec<Uuid>, StoreError> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .query_typed(
+                "SELECT id FROM crm_integrations
+                  WHERE sync_requested_at IS NOT NULL AND status = 'active'
+                    AND (sync_claimed_until IS NULL OR sync_claimed_until < now())",
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// The integrations of any user with push deliveries due now (the dispatcher queues them even

@@ -356,3 +356,115 @@ async fn a_delivery_cut_short_by_the_deadline_queues_the_rest_of_the_account() {
         "the lead the delivery named"
     );
 }
+
+/// A delivery that comes while a queued sync of its integration is running (the sync holds the
+/// integration, so the delivery cannot be worked on now) is not refused: the running sync is marked,
+/// and when it is done it syncs the account again (a `requested` message under the same claim), so the
+/// change reaches `contacts` without a scheduled run even if the CRM never sends the delivery again
+/// (Lofty's retries are not documented, `crm-apis.md` §2.5: the harsher reading is that it does not).
+#[tokio::test]
+async fn a_delivery_during_a_running_sync_is_synced_again_after_it_not_refused() {
+    use crate::routes::sync_worker::{dispatched, scheduled_run};
+    use crate::support::queue::SyncQueues;
+    use crate::support::rows::{assert_same, expected, stored};
+    use crmsync_domain::Provider;
+
+    let receiver = receiver().await;
+    let queues = SyncQueues::create(Duration::from_secs(30), 4).await;
+    let env = Env::start_live_queued(&receiver.uri(), &queues).await;
+    let lofty = crate::support::env::sandbox_provider(Provider::Lofty);
+    env.sandbox.seed(lofty, 17, 1_200);
+    let user = Uuid::new_v4();
+    let made = connect(
+        &env,
+        user,
+        json!({"provider": "lofty", "apiKey": LOFTY_KEY}),
+    )
+    .await;
+    assert_status(&made, StatusCode::CREATED);
+    // A slow Lofty: 12 pages at 600 ms take at least 7.2 s, so the delivery below comes mid-sync on
+    // any machine.
+    env.sandbox
+        .set_faults(
+            lofty,
+            crm_sandbox::FaultConfig {
+                latency_ms: 600,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(dispatched(&scheduled_run(&env.app).await).queued, 1);
+    let messages = queues.receive_within(Duration::from_secs(5)).await;
+    assert_eq!(messages.len(), 1);
+    let running = queues.work(&env.app, messages, Duration::from_secs(120));
+    let during = async {
+        while stored(&env, user).await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1.0/leads", env.sandbox.lofty_api_base()))
+            .header("Authorization", format!("token {LOFTY_KEY}"))
+            .header("Content-Type", "application/json")
+            .json(&json!({"firstName": "Mid", "lastName": "Sync", "phones": ["4155550177"]}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let got = deliveries(&receiver, 1).await;
+        let d = got.first().expect("a delivery").clone();
+        let reply = forward(&env, &d, &d.body).await;
+        let partial = stored(&env, user).await.len();
+        (reply, partial)
+    };
+    let (first, (reply, partial)) = tokio::join!(running, during);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["queued"], true, "{}", reply.body);
+    assert_eq!(reply.body["complete"], false, "{}", reply.body);
+    assert!(
+        partial < 1_200,
+        "the delivery came mid-sync ({partial} stored)"
+    );
+    let answer = first.answer.expect("the worker answers");
+    assert!(answer.batch_item_failures.is_empty(), "{answer:?}");
+
+    env.sandbox.set_faults(lofty, Default::default()).unwrap();
+    let worked = queues.drain(&env.app, Duration::from_secs(120)).await;
+    // One more run (put off and continued if Lofty's pacing says so: the first sync spent its window).
+    assert_eq!(worked[0].json()["reason"], "requested", "{:?}", worked[0]);
+    assert!(
+        worked[1..]
+            .iter()
+            .all(|m| m.json()["reason"] == "continuation"),
+        "{worked:?}"
+    );
+    let rows = stored(&env, user).await;
+    assert!(
+        rows.contains_key("+14155550177"),
+        "the lead the delivery named"
+    );
+    assert_same(
+        &rows,
+        &expected(&env, Provider::Lofty).await,
+        "after the run again",
+    );
+    // Done: the claim is free, and the next delivery queues a sync of its own.
+    let (visible, in_flight, dead) = queues.depths().await;
+    assert_eq!((visible, in_flight, dead), (0, 0, 0));
+    assert!(
+        env.store
+            .claim_sync(user, made_id(&env, user).await, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_some(),
+        "the claim was released"
+    );
+}
+
+async fn made_id(env: &Env, user: Uuid) -> Uuid {
+    env.store
+        .integration_by_provider(user, crmsync_domain::Provider::Lofty)
+        .await
+        .unwrap()
+        .unwrap()
+        .id
+}

@@ -8,8 +8,9 @@
 
 use std::time::{Duration, Instant};
 
+use crmsync_app::AppError;
 use crmsync_app::live;
-use crmsync_app::queue::{self, Reason, Requested};
+use crmsync_app::queue::{self, Reason};
 use crmsync_domain::{Provider, Trigger};
 use http::StatusCode;
 use serde::Serialize;
@@ -32,7 +33,8 @@ struct Reply {
     duplicate: bool,
     #[serde(flatten)]
     applied: live::Applied,
-    /// What the deadline left undone was queued: a sync of the account finishes it in the background.
+    /// What the deadline left undone (or all of it, while a sync of the integration was running) was
+    /// queued: a sync of the account finishes it in the background (the running one syncs again).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     queued: bool,
 }
@@ -66,20 +68,25 @@ async fn receive(app: &App, req: &lambda_http::Request) -> Result<Response, ApiE
         return Ok(json(StatusCode::OK, &reply));
     };
     let deadline = request::deadline(req).map_or(started + BUDGET, |d| d.min(started + BUDGET));
-    let applied = live::apply(ctx, &received.integration, change, Some(deadline)).await?;
-    // The rest, with a queue, is a sync of the account in the background (unless one is queued or
-    // running already); without, the next scheduled poll's. Queued before the delivery counts as
-    // done: if it cannot be, the CRM sends the delivery again.
-    let queued = !applied.complete
-        && ctx.queue.is_some()
-        && queue::request(
+    let applied = match live::apply(ctx, &received.integration, change, Some(deadline)).await {
+        // A sync of the integration is running: with a queue, it is marked to sync again when done
+        // (below), which reads this change; without, 409 and the CRM sends the delivery again.
+        Err(AppError::Busy(_)) if ctx.queue.is_some() => live::Applied::default(),
+        applied => applied?,
+    };
+    // The rest, with a queue, is a sync of the account in the background (or, when one is queued or
+    // running already, that one syncs again when done); without, the next scheduled poll's. Queued
+    // before the delivery counts as done: if it cannot be, the CRM sends the delivery again.
+    let queued = !applied.complete && ctx.queue.is_some();
+    if queued {
+        queue::request(
             ctx,
             &received.integration,
             Reason::Webhook,
             Trigger::Webhook,
         )
-        .await?
-            == Requested::Queued;
+        .await?;
+    }
     live::done(ctx, &received).await?;
     tracing::info!(
         provider = provider.as_str(), integration = %received.integration.id,
