@@ -180,6 +180,9 @@ fn env_file(dir: &Path, queues: &queue::SyncQueues) -> Result<PathBuf, Error> {
         ),
         // Every function that sends to the queue has it, as the template's Globals give it.
         ("SYNC_QUEUE_URL", queues.url.clone()),
+        // `cargo lambda watch` gives no deadline and cuts an invocation off after its `--timeout`:
+        // `sync-worker` stops (and queues its continuation) before that.
+        ("FUNCTION_TIMEOUT_SECONDS", WATCH_TIMEOUT.get().to_string()),
         (
             "SYNC_CLAIM_TTL_SECONDS",
             queues.claim_ttl().as_secs().to_string(),

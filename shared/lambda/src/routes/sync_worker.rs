@@ -19,6 +19,19 @@ use crate::wiring::App;
 /// timeout, less a margin.
 const NO_DEADLINE: Duration = Duration::from_secs(300 - 15);
 
+/// How long a batch may take without a deadline from the runtime: `FUNCTION_TIMEOUT_SECONDS` (the
+/// emulator's own cut-off, which the local stack sets: `cargo lambda watch` answers an invocation with
+/// an error after its `--timeout`) less a fifth, at most 15 s; else [`NO_DEADLINE`].
+fn no_deadline(timeout_secs: Option<&str>) -> Duration {
+    match timeout_secs.and_then(|v| v.trim().parse::<u64>().ok()) {
+        Some(secs) if secs > 0 => {
+            let timeout = Duration::from_secs(secs);
+            timeout.saturating_sub((timeout / 5).min(Duration::from_secs(15)))
+        }
+        _ => NO_DEADLINE,
+    }
+}
+
 /// The SQS event Lambda's event source mapping sends (the fields crmsync reads).
 #[derive(Debug, Deserialize)]
 pub struct SqsEvent {
@@ -57,8 +70,10 @@ pub async fn handle(
     app: &App,
     event: lambda_runtime::LambdaEvent<serde_json::Value>,
 ) -> Result<BatchResponse, lambda_runtime::Error> {
-    let deadline =
-        deadline_from_ms(event.context.deadline).unwrap_or_else(|| Instant::now() + NO_DEADLINE);
+    let deadline = deadline_from_ms(event.context.deadline).unwrap_or_else(|| {
+        let timeout = std::env::var("FUNCTION_TIMEOUT_SECONDS").ok();
+        Instant::now() + no_deadline(timeout.as_deref())
+    });
     let batch: SqsEvent = serde_json::from_value(event.payload)
         .map_err(|e| lambda_runtime::Error::from(format!("not an SQS event: {e}")))?;
     // Boxed: the first event's set-up (the secret from the AWS SDK) and the syncs are deep futures.
@@ -135,5 +150,20 @@ fn worked_name(worked: &Worked) -> &'static str {
         Worked::PutOff => "put off",
         Worked::Stale => "stale",
         Worked::Inactive => "inactive",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_deadline_the_emulators_timeout_less_a_margin_bounds_a_batch() {
+        assert_eq!(no_deadline(None), NO_DEADLINE);
+        assert_eq!(no_deadline(Some("120")), Duration::from_secs(105));
+        assert_eq!(no_deadline(Some("10")), Duration::from_secs(8));
+        for bad in ["", "0", "-5", "two minutes"] {
+            assert_eq!(no_deadline(Some(bad)), NO_DEADLINE, "{bad:?}");
+        }
     }
 }
