@@ -42,6 +42,23 @@ async fn forward(env: &Env, d: &wiremock::Request, body: &[u8]) -> Reply {
     .await
 }
 
+/// Creates a lead through Lofty's API (`POST /v1.0/leads`), as an agent's change in Lofty.
+async fn create_lofty_lead(env: &Env, first: &str, last: &str, phone: &str) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1.0/leads", env.sandbox.lofty_api_base()))
+        .header("Authorization", format!("token {LOFTY_KEY}"))
+        .header("Content-Type", "application/json")
+        .json(&json!({"firstName": first, "lastName": last, "phones": [phone]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_success(),
+        "creating a Lofty lead: {}",
+        r.status()
+    );
+}
+
 async fn contacts(env: &Env, user: Uuid) -> Vec<crmsync_store::StoredContact> {
     env.store.list_contacts(user).await.unwrap()
 }
@@ -176,16 +193,7 @@ async fn a_lofty_lead_info_delivery_pulls_the_account_and_without_an_address_int
     .await;
     assert_status(&made, StatusCode::CREATED);
     assert_eq!(made.body["updates"], "live", "{}", made.body);
-    let c = reqwest::Client::new();
-    let r = c
-        .post(format!("{}/v1.0/leads", env.sandbox.lofty_api_base()))
-        .header("Authorization", format!("token {LOFTY_KEY}"))
-        .header("Content-Type", "application/json")
-        .json(&json!({"firstName": "Lead", "lastName": "Info", "phones": ["4155550199"]}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    create_lofty_lead(&env, "Lead", "Info", "4155550199").await;
     let got = deliveries(&receiver, 1).await;
     let d = got.first().expect("a delivery").clone();
     // Lofty persists creates after a while (crm-apis §2.2): the lead may not be readable yet when its
@@ -303,16 +311,7 @@ async fn a_delivery_cut_short_by_the_deadline_queues_the_rest_of_the_account() {
     )
     .await;
     assert_status(&made, StatusCode::CREATED);
-    let c = reqwest::Client::new();
-    let r = c
-        .post(format!("{}/v1.0/leads", env.sandbox.lofty_api_base()))
-        .header("Authorization", format!("token {LOFTY_KEY}"))
-        .header("Content-Type", "application/json")
-        .json(&json!({"firstName": "Queued", "lastName": "Rest", "phones": ["4155550198"]}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    create_lofty_lead(&env, "Queued", "Rest", "4155550198").await;
     let got = deliveries(&receiver, 1).await;
     let d = got.first().expect("a delivery").clone();
     // Lofty shows new leads after a while (crm-apis §2.2).
@@ -401,15 +400,7 @@ async fn a_delivery_during_a_running_sync_is_synced_again_after_it_not_refused()
         while stored(&env, user).await.is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let r = reqwest::Client::new()
-            .post(format!("{}/v1.0/leads", env.sandbox.lofty_api_base()))
-            .header("Authorization", format!("token {LOFTY_KEY}"))
-            .header("Content-Type", "application/json")
-            .json(&json!({"firstName": "Mid", "lastName": "Sync", "phones": ["4155550177"]}))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
+        create_lofty_lead(&env, "Mid", "Sync", "4155550177").await;
         let got = deliveries(&receiver, 1).await;
         let d = got.first().expect("a delivery").clone();
         let reply = forward(&env, &d, &d.body).await;
